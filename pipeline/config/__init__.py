@@ -1,0 +1,171 @@
+"""Typed configuration: frozen dataclasses built from YAML mappings, with errors naming the key.
+
+Every stage takes frozen dataclasses; :func:`from_dict` builds one from a mapping (a YAML
+section, CLI ``-p key=value`` pairs) and fails with a :class:`ConfigError` that names the
+offending key, says what was expected and lists what is allowed. A field whose metadata
+has ``budget=True`` accepts budgets such as ``"8/255"`` (parsed exactly, never eval-ed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from pipeline.budget import parse_budget
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it."""
+
+
+def budget_field(default: float, **kw) -> Any:
+    """A dataclass field holding an l-inf budget; YAML may write it as ``"8/255"``."""
+    return dataclasses.field(default=default, metadata={"budget": True}, **kw)
+
+
+def _suggest(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; nested dataclass fields take nested mappings."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(
+                f"{path}: unknown key{_suggest(str(key), list(fields))}; "
+                f"allowed keys: {', '.join(fields)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], fields[key], path)
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"missing required key(s): {', '.join(prefix + m for m in missing)}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+
+
+def _coerce(value: Any, hint: Any, field: dataclasses.Field | None, path: str) -> Any:
+    if field is not None and field.metadata.get("budget"):
+        if value is None and _allows_none(hint):
+            return None
+        try:
+            return parse_budget(value, field=path)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    origin = get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, None, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(
+                f"{path}: {value!r} is not allowed{_suggest(str(value), [str(a) for a in allowed])};"
+                f" allowed values: {', '.join(map(str, allowed))}"
+            )
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        args = get_args(hint)
+        item = args[0] if args else Any
+        items = [_coerce(v, item, None, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return parse_budget(value, field=path) if "/" in value else float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _allows_none(hint: Any) -> bool:
+    return get_origin(hint) in (typing.Union, types.UnionType) and type(None) in get_args(hint)
+
+
+def build_method(registry, name: str, params: dict | None, where: str):
+    """``registry.get(name)(**params)`` with config errors that name ``where``.
+
+    Registered methods are frozen dataclasses, so their parameters are checked like any
+    other config section; an unknown name lists the registry's names.
+    """
+    if name not in registry:
+        raise ConfigError(
+            f"{where}: unknown {registry.family} {name!r}{_suggest(name, registry.names())}; "
+            f"known: {', '.join(registry.names())}"
+        )
+    factory = registry.get(name)
+    if dataclasses.is_dataclass(factory):
+        return from_dict(factory, params or {}, where)
+    return factory(**(params or {}))
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (nested) as plain YAML/JSON-able data; used in sidecars and provenance."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init
+        }
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj

@@ -4,4 +4,14 @@ from pipeline.registry import Registry
 
 TRAINING = Registry("training method")
 
-__all__ = ["TRAINING"]
+from pipeline.train import (  # noqa: E402,F401  (registers)
+    pgd_at,
+    pgd_at_uniform,
+    standard,
+    trades,
+    trades_uniform,
+    uniform_noise,
+)
+from pipeline.train.method import Batch, StepContext, TrainingMethod  # noqa: E402
+
+__all__ = ["TRAINING", "Batch", "StepContext", "TrainingMethod"]

@@ -1,0 +1,188 @@
+"""The training stream: batches of images plus per-image extras, shuffled and augmented.
+
+Mode ``memory`` (here) loads a split's ``images``/``labels`` and any extra per-image
+arrays (saliency maps float ``[N,C,H,W]``, masks bool ``[N,1,H,W]``) once into RAM or GPU
+memory and indexes them by one shared permutation per epoch. Every random choice of a
+batch (its indices, crop offsets, flips) is a pure function of ``(seed, epoch, batch)``,
+so a run resumed at batch ``k`` of an epoch sees exactly the batches it would have seen.
+
+Geometric augmentation (random crop with zero padding, horizontal flip) runs batched on
+the device and is applied with the same offsets and flips to the image and to every
+extra array of that image, so maps never drift from their images (the PART bug in
+notes/peers.md). A ``chunks`` mode for larger-than-memory data registers another class in
+:data:`STREAMS` with the same interface (``num_batches``, ``batches(epoch, start)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+
+from pipeline.cache import layout
+from pipeline.registry import Registry
+from pipeline.train.method import Batch
+
+STREAMS = Registry("stream mode")
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """Geometric augmentation applied on the device.
+
+    Args:
+        crop_padding: zero padding (pixels) before a random crop back to H x W; 0 = off.
+        flip: random horizontal flip with probability 1/2.
+    """
+
+    crop_padding: int = 0
+    flip: bool = False
+
+
+def batch_seed(seed: int, epoch: int, batch: int) -> int:
+    """A 63-bit seed for one batch's random choices (SplitMix64-style mixing)."""
+    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + batch) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) & (2**63 - 1)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's shuffled order of ``range(n)`` (CPU, deterministic)."""
+    g = torch.Generator().manual_seed(batch_seed(seed, epoch, -1))
+    return torch.randperm(n, generator=g)
+
+
+def augment(
+    tensors: list[torch.Tensor], aug: AugConfig, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Apply one random crop and flip per image to every tensor of the list identically.
+
+    Args:
+        tensors: ``[B, C_i, H, W]`` tensors (any dtype, same B, H, W, same device).
+        aug: what to apply. generator: CPU generator drawing offsets and flips.
+
+    Returns:
+        The augmented tensors, same shapes and dtypes.
+    """
+    if not tensors or (aug.crop_padding == 0 and not aug.flip):
+        return tensors
+    b, _, h, w = tensors[0].shape
+    dev = tensors[0].device
+    p = aug.crop_padding
+    oy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+    ox = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5 if aug.flip else torch.zeros(b, dtype=torch.bool)
+    cols = ox[:, None] + torch.arange(w)[None, :]  # [B, W] columns in the padded image
+    cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flip reverses the columns
+    rows = (oy[:, None] + torch.arange(h)[None, :]).to(dev)
+    cols = cols.to(dev)
+    out = []
+    for t in tensors:
+        tp = torch.nn.functional.pad(t, (p, p, p, p)) if p else t
+        n_idx = torch.arange(b, device=dev)[:, None, None, None]
+        c_idx = torch.arange(t.shape[1], device=dev)[None, :, None, None]
+        out.append(tp[n_idx, c_idx, rows[:, None, :, None], cols[:, None, None, :]])
+    return out
+
+
+@STREAMS.register("memory")
+class MemoryStream:
+    """All arrays of a split resident in memory (host or device), shuffled per epoch.
+
+    Args:
+        images: uint8 ``[N, C, H, W]``; labels: integer ``[N]``.
+        saliency: source -> float ``[N, C', H, W]`` arrays (kept as float16 if given so).
+        masks: source -> bool ``[N, 1, H, W]`` arrays.
+        batch_size: images per batch; drop_last: drop the last partial batch.
+        seed: seeds the permutation and augmentation; device: where arrays live.
+        aug: augmentation, applied identically to images, maps and masks.
+
+    Shape (per batch):
+        ``Batch.x`` float ``[B, C, H, W]`` in [0, 1]; ``y``, ``index`` long ``[B]``.
+    """
+
+    def __init__(
+        self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
+        batch_size: int, seed: int = 0, device: str | torch.device = "cpu",
+        aug: AugConfig = AugConfig(), drop_last: bool = False,
+        saliency: Mapping[str, np.ndarray] | None = None,
+        masks: Mapping[str, np.ndarray] | None = None,
+    ):
+        self.device = torch.device(device)
+        self.images = torch.as_tensor(np.asarray(images)).to(self.device)
+        self.labels = torch.as_tensor(np.asarray(labels)).long().to(self.device)
+        n = len(self.images)
+        if self.images.ndim != 4 or self.images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 [N,C,H,W], got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if self.labels.shape != (n,):
+            raise ValueError(f"labels shape {tuple(self.labels.shape)} != ({n},)")
+        self.saliency = {k: self._extra(k, v, n) for k, v in (saliency or {}).items()}
+        self.masks = {k: self._extra(k, v, n, torch.bool) for k, v in (masks or {}).items()}
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.seed, self.aug, self.drop_last = batch_size, seed, aug, drop_last
+
+    def _extra(self, name: str, arr, n: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(arr))
+        if t.ndim == 3:
+            t = t[:, None]  # [N, H, W] masks get their channel axis
+        if t.ndim != 4 or t.shape[0] != n or t.shape[2:] != self.images.shape[2:]:
+            raise ValueError(f"extra array {name!r} has shape {tuple(t.shape)}; expected "
+                             f"[{n}, C, {self.images.shape[2]}, {self.images.shape[3]}]")
+        if dtype is not None:
+            t = t.to(dtype)
+        elif not t.is_floating_point():
+            raise ValueError(f"saliency array {name!r} must be floating point, got {t.dtype}")
+        return t.to(self.device)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_batches(self) -> int:
+        n, b = len(self.images), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Batches ``start, start+1, ...`` of ``epoch`` (0-based); resumable at any batch."""
+        perm = epoch_permutation(len(self.images), self.seed, epoch)
+        for k in range(start, self.num_batches):
+            idx = perm[k * self.batch_size:(k + 1) * self.batch_size]
+            yield self._batch(idx, torch.Generator().manual_seed(batch_seed(self.seed, epoch, k)))
+
+    def _batch(self, idx: torch.Tensor, gen: torch.Generator) -> Batch:
+        dev_idx = idx.to(self.device)
+        sal_names, mask_names = list(self.saliency), list(self.masks)
+        parts = [self.images[dev_idx]]
+        parts += [self.saliency[k][dev_idx] for k in sal_names]
+        parts += [self.masks[k][dev_idx] for k in mask_names]
+        parts = augment(parts, self.aug, gen)
+        x = parts[0].float().div_(255)
+        sal = {k: parts[1 + i].float() for i, k in enumerate(sal_names)}
+        off = 1 + len(sal_names)
+        masks = {k: parts[off + i] for i, k in enumerate(mask_names)}
+        return Batch(x=x, y=self.labels[dev_idx], index=dev_idx.long(),
+                     saliency=sal, masks=masks)
+
+
+def read_split_arrays(store, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` uint8 ``[N,C,H,W]`` and ``labels`` ``[N]`` of ``split`` from a zarr group.
+
+    Raises:
+        KeyError: naming the split and the missing array.
+    """
+    out = []
+    for path in (layout.images_path(split), layout.labels_path(split)):
+        try:
+            out.append(np.asarray(store[path][...]))
+        except KeyError:
+            raise KeyError(f"store has no array {path!r} (split {split!r} missing?)") from None
+    return out[0], out[1]

@@ -1,0 +1,76 @@
+"""The memory stream: alignment of extras under shuffle and augmentation, resumability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cache.stream import AugConfig, MemoryStream, augment, read_split_arrays
+
+
+def _stream(store_path, **kw):
+    import zarr
+
+    images, labels = read_split_arrays(zarr.open_group(str(store_path), mode="r"), "train")
+    # extras that encode each image's own content: the map IS the image, the mask is
+    # a threshold of its first channel; any misalignment shows as inequality
+    sal = {"self.map": images.astype(np.float16)}
+    masks = {"self.mask": images[:, :1] > 127}
+    return MemoryStream(images, labels, saliency=sal, masks=masks, **kw), images, labels
+
+
+def test_alignment_after_shuffle_and_augment(tiny_store):
+    stream, images, labels = _stream(tiny_store, batch_size=16, seed=3,
+                                     aug=AugConfig(crop_padding=4, flip=True))
+    seen, changed = [], 0
+    for batch in stream.batches(epoch=1):
+        x255 = batch.x * 255
+        assert torch.equal(batch.saliency["self.map"], x255)
+        assert torch.equal(batch.masks["self.mask"], x255[:, :1] > 127)
+        assert torch.equal(batch.y, torch.as_tensor(labels[batch.index.numpy()]).long())
+        raw = torch.as_tensor(images[batch.index.numpy()]).float()
+        changed += int((raw != x255).flatten(1).any(1).sum())
+        seen.append(batch.index)
+    order = torch.cat(seen)
+    assert sorted(order.tolist()) == list(range(len(images)))  # each image once
+    assert not torch.equal(order, torch.arange(len(images)))   # shuffled
+    assert changed > len(images) // 2                           # augmented
+
+
+def test_resume_mid_epoch_sees_same_batches(tiny_store):
+    stream, _, _ = _stream(tiny_store, batch_size=10, seed=1,
+                           aug=AugConfig(crop_padding=2, flip=True))
+    full = list(stream.batches(epoch=2))
+    tail = list(stream.batches(epoch=2, start=3))
+    assert len(full) == stream.num_batches == 7
+    for a, b in zip(full[3:], tail, strict=True):
+        assert torch.equal(a.index, b.index) and torch.equal(a.x, b.x)
+    other = list(stream.batches(epoch=3))
+    assert not torch.equal(full[0].index, other[0].index)  # new permutation per epoch
+
+
+def test_augment_matches_reference_crop_and_flip():
+    """Batched crop+flip equals pad -> slice -> flip done image by image."""
+    x = torch.rand(5, 2, 6, 7)
+    gen = torch.Generator().manual_seed(0)
+    (out,) = augment([x], AugConfig(crop_padding=2, flip=True), gen)
+    gen = torch.Generator().manual_seed(0)
+    oy = torch.randint(0, 5, (5,), generator=gen)
+    ox = torch.randint(0, 5, (5,), generator=gen)
+    flip = torch.rand(5, generator=gen) < 0.5
+    xp = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(5):
+        ref = xp[i, :, oy[i]:oy[i] + 6, ox[i]:ox[i] + 7]
+        ref = ref.flip(-1) if flip[i] else ref
+        assert torch.equal(out[i], ref)
+
+
+def test_bad_extra_shape_named(tiny_store):
+    import zarr
+
+    images, labels = read_split_arrays(zarr.open_group(str(tiny_store), mode="r"), "train")
+    with pytest.raises(ValueError, match="bad.map"):
+        MemoryStream(images, labels, batch_size=4, saliency={"bad.map": images[:3] * 1.0})
+    with pytest.raises(KeyError, match="val"):
+        read_split_arrays(zarr.open_group(str(tiny_store), mode="r"), "val")

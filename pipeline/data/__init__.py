@@ -1,8 +1,22 @@
 """Data set adapters, registered by name; each reads a standard on-disk layout (or generates
-``shapes``) and yields images, labels and, where the data set has them, masks and boxes."""
+``shapes``) and yields images, labels and, where the data set has them, masks and boxes.
+
+The interface every adapter follows is described in :mod:`pipeline.data.base`; the stage
+that writes a data set into the Zarr cache is :func:`pipeline.data.stage.run_prepare_data`.
+"""
 
 from pipeline.registry import Registry
 
 DATASETS = Registry("dataset")
 
-__all__ = ["DATASETS"]
+from pipeline.data import (  # noqa: E402,F401  (importing registers the adapters)
+    cifar,
+    cub200,
+    flowers17,
+    imagefolder,
+    shapes,
+    tinyimagenet,
+)
+from pipeline.data.base import Block, DataError, DatasetAdapter  # noqa: E402
+
+__all__ = ["DATASETS", "Block", "DataError", "DatasetAdapter"]

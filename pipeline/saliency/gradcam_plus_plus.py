@@ -30,7 +30,7 @@ def gradcampp_low_res(
     g2 = grads.pow(2)
     g3 = grads.pow(3)
     sum_acts = acts.sum(dim=(2, 3), keepdim=True)
-    alpha = g2 / (2 * g2 + sum_acts * g3 + 1e-7)
+    alpha = g2 / (2 * g2 + sum_acts * g3 + 1e-6)  # eps as pytorch-grad-cam
     alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
     weights = (alpha * grads.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
     return (weights * acts).sum(1, keepdim=True).clamp(min=0)

@@ -106,7 +106,9 @@ def _coerce(value: Any, hint: Any, field: dataclasses.Field | None, path: str) -
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return dict(value)
+        args = get_args(hint)
+        item = args[1] if len(args) == 2 else Any
+        return {k: _coerce(v, item, None, f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path)
     if hint is Any:

@@ -1,0 +1,200 @@
+"""Profiles: the sweep of one run of the DAG (data sets x teachers x saliency sources x
+students x seeds -> evaluation -> report), loaded from ``config/profiles/<name>.yaml``.
+
+The Snakefile reads a :class:`Profile` through :func:`load_profile` and asks it for the
+targets and for each job's command-line arguments; the package (not the Snakefile) owns
+those choices, so a job's command in its log reproduces it by hand.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.config import ConfigError, from_dict
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One data set: registry adapter, where it lives, adapter params, evaluation split."""
+
+    adapter: str
+    root: str | None = None  # relative to the profile's data_root; None for generated sets
+    params: dict[str, Any] = field(default_factory=dict)
+    eval_split: str = "test"
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """A stage-one teacher: architecture, width, training mode, training config file."""
+
+    arch: str
+    mode: Literal["std", "adv", "sparse"]
+    train: str  # path of a training config YAML (relative to the repository root)
+    width: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # method params (e.g. PGD eps)
+    datasets: tuple[str, ...] | None = None  # None = every data set of the profile
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A saliency source ``<teacher>.<method>`` or ``annotation.<mask|bbox>``."""
+
+    method: str | None = None  # None for annotation sources; else a saliency method name
+    target: Literal["label", "pred"] = "pred"
+    params: dict[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A stage-two student: training method, its params and the sources it reads."""
+
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    saliency: tuple[str, ...] = ()
+    datasets: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SadSpec:
+    """A SAD model: recalibrate the BN statistics of student ``base`` (paper 001)."""
+
+    base: str
+    params: dict[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Evaluation of every student: attack preset, number of test images."""
+
+    preset: str = "quick"
+    n: int | None = None  # None = the whole evaluation split
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class StudentTrain:
+    """Architecture and training config shared by all students of a profile."""
+
+    arch: str
+    train: str
+    width: int | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    datasets: dict[str, DatasetSpec]
+    teachers: dict[str, TeacherSpec]
+    saliency: dict[str, SourceSpec]
+    student: StudentTrain
+    students: dict[str, StudentSpec]
+    sad: dict[str, SadSpec] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    evaluate: EvalSpec = EvalSpec()
+    data_root: str = "../shared/data"
+
+    # -- which jobs exist -------------------------------------------------------------
+
+    def _on(self, spec_datasets: tuple[str, ...] | None, dataset: str) -> bool:
+        return spec_datasets is None or dataset in spec_datasets
+
+    def teachers_for(self, dataset: str) -> list[str]:
+        return [t for t, s in self.teachers.items() if self._on(s.datasets, dataset)]
+
+    def sources_for(self, dataset: str) -> list[str]:
+        return [s for s, spec in self.saliency.items() if self._on(spec.datasets, dataset)]
+
+    def students_for(self, dataset: str) -> list[str]:
+        plain = [s for s, spec in self.students.items() if self._on(spec.datasets, dataset)]
+        sad = [s for s, spec in self.sad.items() if self._on(spec.datasets, dataset)]
+        return plain + sad
+
+
+def load_profile(path: str | Path, overrides: dict | None = None) -> Profile:
+    """Load and validate ``config/profiles/<name>.yaml`` (plus top-level overrides)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"profile file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    profile = from_dict(Profile, data, f"profile {path.stem}")
+    validate_profile(profile)
+    return profile
+
+
+def validate_profile(p: Profile) -> None:
+    """Cross-checks that need the registries: names exist, sources and bases resolve."""
+    from pipeline.config import build_method
+    from pipeline.data import DATASETS
+    from pipeline.models import MODELS
+    from pipeline.saliency import SALIENCY
+    from pipeline.train import TRAINING
+
+    for name, d in p.datasets.items():
+        where = f"profile {p.name}: datasets.{name}"
+        build_method(DATASETS, d.adapter, _dataset_params(p, d), where)
+    for name, t in p.teachers.items():
+        _check_name(MODELS, t.arch, f"teachers.{name}.arch")
+        _check_datasets(p, t.datasets, f"teachers.{name}.datasets")
+    _check_name(MODELS, p.student.arch, "student.arch")
+    for src, s in p.saliency.items():
+        origin, _, method = src.partition(".")
+        where = f"saliency.{src}"
+        if origin == "annotation":
+            if method not in ("mask", "bbox"):
+                raise ConfigError(f"{where}: annotation sources are annotation.mask, annotation.bbox")
+        else:
+            if origin not in p.teachers:
+                raise ConfigError(
+                    f"{where}: teacher {origin!r} is not in teachers ({', '.join(p.teachers)})"
+                )
+            build_method(SALIENCY, s.method or method, s.params, where)
+        _check_datasets(p, s.datasets, f"{where}.datasets")
+    for name, s in p.students.items():
+        build_method(TRAINING, s.method, s.params, f"students.{name}")
+        for src in s.saliency:
+            if src not in p.saliency:
+                raise ConfigError(
+                    f"students.{name}.saliency: source {src!r} is not in saliency "
+                    f"({', '.join(p.saliency)})"
+                )
+        _check_datasets(p, s.datasets, f"students.{name}.datasets")
+    for name, s in p.sad.items():
+        if s.base not in p.students:
+            raise ConfigError(f"sad.{name}.base: {s.base!r} is not a student of this profile")
+        if name in p.students:
+            raise ConfigError(f"sad.{name}: the name is already a student")
+
+
+def _check_name(registry, name: str, where: str) -> None:
+    if name not in registry:
+        raise ConfigError(f"{where}: unknown {registry.family} {name!r}; known: {', '.join(registry.names())}")
+
+
+def _check_datasets(p: Profile, names: tuple[str, ...] | None, where: str) -> None:
+    for d in names or ():
+        if d not in p.datasets:
+            raise ConfigError(f"{where}: data set {d!r} is not in datasets ({', '.join(p.datasets)})")
+
+
+def _dataset_params(p: Profile, d: DatasetSpec) -> dict:
+    return dict(d.params)
+
+
+def kv_args(flag: str, params: dict[str, Any]) -> str:
+    """``{'eps': '8/255', 'steps': 5}`` -> ``-p eps=8/255 -p steps=5`` (shell-quoted)."""
+    out = []
+    for k, v in params.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, (list, tuple)):
+            v = "[" + ",".join(str(i) for i in v) + "]"
+        out.append(f"{flag} {shlex.quote(f'{k}={v}')}")
+    return " ".join(out)

@@ -1,11 +1,27 @@
-"""Attack registry. An attack is ``__call__(model, x, y) -> x_adv`` inside its threat set and [0, 1]."""
+"""Attack registry. An attack is ``__call__(model, x, y) -> x_adv`` inside its threat set and [0, 1].
+
+Metric-producing attacks (``aai``, ``isa``) also define
+``example_metrics(model, x, x_adv, y) -> {name: Tensor[N]}`` (NaN = excluded example).
+"""
 
 from pipeline.registry import Registry
 
 ATTACKS = Registry("attack")
 
-from pipeline.attacks import pgd  # noqa: E402,F401  (registers)
-from pipeline.attacks.base import Attack  # noqa: E402
+from pipeline.attacks import (  # noqa: E402,F401  (registers)
+    aai,
+    autoattack,
+    eot_pgd,
+    fgsm,
+    isa,
+    pgd,
+    saliency_attack,
+    square,
+    trades_kl,
+    transfer,
+    uniform_noise,
+)
+from pipeline.attacks.base import Attack, collect_flags, raise_flag  # noqa: E402
 from pipeline.attacks.threat import LinfBall  # noqa: E402
 
-__all__ = ["ATTACKS", "Attack", "LinfBall"]
+__all__ = ["ATTACKS", "Attack", "LinfBall", "collect_flags", "raise_flag"]

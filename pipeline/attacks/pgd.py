@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from pipeline.attacks import ATTACKS
-from pipeline.attacks.base import LOSSES, Attack
+from pipeline.attacks.base import LOSSES, Attack, BestIterate
 from pipeline.attacks.threat import LinfBall
+from pipeline.config import budget_field
 
 
 @ATTACKS.register("pgd")
@@ -35,9 +36,9 @@ class PGD(Attack):
         x: ``[N, C, H, W]`` in [0, 1]; y: ``[N]``; returns ``[N, C, H, W]``.
     """
 
-    eps: float = 8 / 255
+    eps: float = budget_field(8 / 255)
     steps: int = 10
-    step_size: float | None = None
+    step_size: float | None = budget_field(None)
     restarts: int = 1
     random_start: bool = True
     loss: str = "ce"
@@ -62,32 +63,38 @@ class PGD(Attack):
         """The threat set; subclasses (masked PGD) override it."""
         return LinfBall(self.eps)
 
+    def loss_and_grad(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(logits, per-example loss, d loss.sum() / d x_adv or None)`` at ``x_adv``.
+
+        EOT-PGD overrides this to average over the model's randomness.
+        """
+        x_adv = x_adv.detach().requires_grad_(need_grad)
+        logits = model(x_adv)
+        loss = LOSSES[self.loss](logits, y)
+        grad = torch.autograd.grad(loss.sum(), x_adv)[0] if need_grad else None
+        return logits.detach(), loss.detach(), grad
+
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss_fn = LOSSES[self.loss]
         ball = self.threat(x)
-        best_x, best_loss = x.clone(), None
-        best_fooled = torch.zeros_like(y, dtype=torch.bool)
+        best = BestIterate(x, "loss" if self.best == "last" else self.best)
+        x_last = x
         for _ in range(self.restarts):
-            delta = ball.random_start(x) if self.random_start else torch.zeros_like(x)
+            delta = (
+                ball.random_start(x, u=self.uniform(x))
+                if self.random_start else torch.zeros_like(x)
+            )
             for t in range(self.steps + 1):
                 last = t == self.steps
                 if last and self.best == "last":
-                    best_x = x + delta
                     break
-                x_adv = (x + delta).requires_grad_(True)
-                logits = model(x_adv)
-                loss = loss_fn(logits, y)
+                logits, loss, grad = self.loss_and_grad(model, x + delta, y, not last)
                 if self.best != "last":
-                    fooled = (logits.argmax(1) != y) if self.best == "misclassified" else best_fooled
-                    if best_loss is None:
-                        better = torch.ones_like(y, dtype=torch.bool)
-                    else:
-                        better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
-                    best_x = torch.where(better[:, None, None, None], x_adv.detach(), best_x)
-                    best_loss = loss.detach() if best_loss is None else torch.where(better, loss.detach(), best_loss)
-                    best_fooled = best_fooled | (fooled & better)
+                    best.update(x + delta, logits, y, loss)
                 if last:
                     break
-                (grad,) = torch.autograd.grad(loss.sum(), x_adv)
                 delta = ball.project(x, ball.step(delta, grad, self.alpha))
-        return best_x.clamp(0, 1)
+            x_last = x + delta
+        out = x_last if self.best == "last" else best.x
+        return out.clamp(0, 1)

@@ -22,9 +22,21 @@ class LinfBall:
     def _masked(self, delta: torch.Tensor) -> torch.Tensor:
         return delta if self.mask is None else delta * self.mask
 
-    def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Uniform noise in the ball (projected into the pixel box)."""
-        u = torch.rand(x.shape, generator=generator, device="cpu" if generator else x.device)
+    def random_start(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        u: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Uniform noise in the ball (projected into the pixel box).
+
+        Args:
+            x: the clean images.
+            generator: CPU generator for the draw (ignored when ``u`` is given).
+            u: U[0, 1) noise shaped like x, drawn by the caller (per-example streams).
+        """
+        if u is None:
+            u = torch.rand(x.shape, generator=generator, device="cpu" if generator else x.device)
         delta = (2 * u.to(x.device, x.dtype) - 1) * self.eps
         return self.project(x, delta)
 

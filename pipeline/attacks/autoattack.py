@@ -1,0 +1,84 @@
+"""AutoAttack (Croce & Hein 2020), the official implementation (``pyautoattack==0.2.0``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.attacks import ATTACKS
+from pipeline.attacks.base import Attack, raise_flag
+from pipeline.attacks.square import import_autoattack, rng_devices
+from pipeline.config import budget_field
+
+VERSIONS = ("standard", "rand", "plus", "custom")
+AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+
+
+class _FlagHandler(logging.Handler):
+    """Turns AutoAttack's logged warnings (its ``checks.py`` flags) into result flags."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            raise_flag(f"autoattack: {record.getMessage()}")
+
+
+@ATTACKS.register("autoattack")
+@dataclass(frozen=True)
+class AutoAttackLinf(Attack):
+    """Official AutoAttack under l-inf, run on the batch it is given.
+
+    ``standard``: APGD-CE, APGD-T, FAB-T, Square (deterministic models); ``rand``:
+    APGD-CE and APGD-DLR with 20 EOT iterations (randomised defences); ``custom``
+    runs the listed ``attacks`` only (e.g. ``[apgd-ce]`` for quick checks).
+
+    Its checks (randomised defence, probabilities instead of logits, zero gradients,
+    "dynamic defense" = optimisation at inference time, Square beating the white-box
+    attacks) are logged by the library; they become flags of the result rows.
+
+    Args:
+        eps: l-inf budget.
+        version: ``standard``, ``rand``, ``plus`` or ``custom``.
+        attacks: with ``custom``, the AutoAttack attack names to run.
+        batch_size: AutoAttack's internal batch size.
+        bn_mode: BatchNorm mode (keep ``eval``).
+
+    The library seeds the global torch RNG with the call's ``seed`` (restored after).
+
+    Shape:
+        x: ``[N, C, H, W]`` in [0, 1]; y: ``[N]``; returns ``[N, C, H, W]``.
+    """
+
+    eps: float = budget_field(8 / 255)
+    version: str = "standard"
+    attacks: tuple[str, ...] = ()
+    batch_size: int = 500
+    bn_mode: str = "eval"
+
+    def __post_init__(self):
+        if self.version not in VERSIONS:
+            raise ValueError(f"autoattack version must be one of {VERSIONS}, not {self.version!r}")
+        bad = [a for a in self.attacks if a not in AA_ATTACKS]
+        if bad:
+            raise ValueError(f"autoattack attacks {bad} unknown; known: {', '.join(AA_ATTACKS)}")
+        if (self.version == "custom") != bool(self.attacks):
+            raise ValueError("autoattack: give attacks exactly when version is 'custom'")
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        aa = import_autoattack()
+        adversary = aa.AutoAttack(
+            model, eps=self.eps, norm="Linf", version=self.version, seed=self.call_seed(),
+            device=x.device, attacks=list(self.attacks) if self.attacks else None,
+        )
+        adversary.verbose = False
+        handler = _FlagHandler()
+        aa_logger = logging.getLogger("auto-attack")
+        aa_logger.addHandler(handler)
+        try:
+            with torch.random.fork_rng(devices=rng_devices(x)):
+                x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=self.batch_size)
+        finally:
+            aa_logger.removeHandler(handler)
+        return torch.min(torch.max(x_adv.to(x.device), x - self.eps), x + self.eps).clamp(0, 1)

@@ -1,0 +1,188 @@
+"""The robust-evaluation protocol (AutoAttack's, ``autoattack/autoattack.py``, ``checks.py``).
+
+1. Sanity checks: logits not probabilities, deterministic forward, non-zero input
+   gradients, no optimisation at inference time. A failed check is a flag, never hidden.
+2. Clean accuracy.
+3. Each attack run only on points still classified correctly (clean); one row each.
+4. Per-example worst case over the attacks of each budget: a row of its own.
+5. Final checks per attack: perturbation inside the budget, in [0, 1], no NaN.
+
+Random draws come from per-example streams keyed by the dataset index, so the numbers
+do not depend on the batch size (AutoAttack and Square seed per batch: see their docs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.attacks.base import collect_flags, raise_flag
+from pipeline.evaluate.presets import AttackRun
+
+log = logging.getLogger(__name__)
+BUDGET_TOL = 1e-5
+
+
+class _FlagLog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            raise_flag(f"sanity: {record.getMessage()}")
+
+
+def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[str]:
+    """AutoAttack's checks on a batch; returns the flags raised (empty = all passed).
+
+    Uses the official ``checks`` functions (randomness, probability outputs, zero
+    gradients, dynamic defence = optimisation at inference time) and adds its own
+    determinism check so the flag is raised even without AutoAttack.
+    """
+    from pipeline.attacks.square import import_autoattack
+
+    checks = import_autoattack().checks
+    handler, logger = _FlagLog(), logging.getLogger("salpipe.sanity")
+    logger.addHandler(handler)
+    logger.propagate = False
+    with collect_flags() as flags:
+        try:
+            checks.check_randomized(model, x, y, bs=x.shape[0], logger=logger)
+            checks.check_range_output(model, x, logger=logger)
+            checks.check_dynamic(model, x, False, logger=logger)
+            xg = x.clone().requires_grad_(True)
+            with torch.enable_grad():
+                loss = nn.functional.cross_entropy(model(xg), y)
+                (grad,) = torch.autograd.grad(loss, xg)
+            checks.check_zero_gradients(grad, logger=logger)
+            with torch.no_grad():
+                a, b = model(x), model(x)
+            if not torch.equal(a, b):
+                raise_flag("sanity: forward pass is not deterministic (randomised defence? "
+                           "use eot_pgd / autoattack version rand)")
+            if not torch.isfinite(a).all():
+                raise_flag("sanity: non-finite logits")
+        finally:
+            logger.removeHandler(handler)
+    return list(flags)
+
+
+def _predict(model, x, batch_size, device) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            out.append(model(x[i:i + batch_size].to(device)).argmax(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _param(attack: Any, name: str) -> float:
+    v = getattr(attack, name, None)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def run_attack(model, attack, x, y, index, todo, *, batch_size, seed, device, eps):
+    """Attack the examples ``todo`` (bool [N]); returns (robust bool [N], metrics, flags)."""
+    robust = torch.zeros(x.shape[0], dtype=torch.bool)
+    metrics: dict[str, torch.Tensor] = {}
+    ids = todo.nonzero().squeeze(1)
+    with collect_flags() as flags:
+        for i in range(0, len(ids), batch_size):
+            sel = ids[i:i + batch_size]
+            xb, yb = x[sel].to(device), y[sel].to(device)
+            x_adv = attack(model, xb, yb, index=index[sel].to(device), seed=seed)
+            if not torch.isfinite(x_adv).all():
+                raise_flag("check: NaN/inf in adversarial examples")
+            if x_adv.min() < 0 or x_adv.max() > 1:
+                raise_flag("check: adversarial examples outside [0, 1]")
+            if eps is not None and (x_adv - xb).abs().max().item() > eps + BUDGET_TOL:
+                raise_flag(f"check: perturbation {(x_adv - xb).abs().max().item():.5f} "
+                           f"exceeds eps {eps:.5f}")
+            with torch.no_grad():
+                robust[sel] = (model(x_adv).argmax(1) == yb).cpu()
+            if hasattr(attack, "example_metrics"):
+                for k, v in attack.example_metrics(model, xb, x_adv, yb).items():
+                    metrics.setdefault(k, torch.full((x.shape[0],), math.nan, dtype=torch.float64))
+                    metrics[k][sel] = v.double().cpu()
+    return robust, {k: v[todo] for k, v in metrics.items()}, list(flags)
+
+
+def evaluate_robust(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    index: torch.Tensor,
+    runs: list[AttackRun],
+    *,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    extra_params: dict[str, dict] | None = None,
+) -> list[dict]:
+    """Run the protocol; one dict per result row.
+
+    Args:
+        model: the classifier (its own normalisation; logits out), on ``device``.
+        x, y, index: images in [0, 1] ``[N,C,H,W]`` (CPU), labels ``[N]``, dataset
+            indices ``[N]`` (keys of the per-example random streams).
+        runs: the preset's attack runs.
+        batch_size: attack batch size (results do not depend on it).
+        seed: base seed of every random draw.
+        extra_params: per attack name, parameters merged in (e.g. transfer ``source``).
+
+    Returns:
+        Rows with ``attack``, ``attack_name``, ``attack_params``, ``eps``, ``steps``,
+        ``restarts``, ``n``, ``metric``, ``value``, ``accuracy``, ``seconds``, ``flags``.
+    """
+    was_training = model.training
+    model.eval()
+    n = x.shape[0]
+    t0 = time.perf_counter()
+    k = min(n, batch_size)
+    flags = sanity_checks(model, x[:k].to(device), y[:k].to(device))
+    correct = _predict(model, x, batch_size, device) == y
+    rows = [_row("clean", "clean", "{}", 0.0, None, n, "accuracy",
+                 correct.float().mean().item(), time.perf_counter() - t0, flags)]
+    worst: dict[float, torch.Tensor] = {}
+    for run in tqdm(runs, desc="attacks", leave=False):
+        t0 = time.perf_counter()
+        attack = run.build((extra_params or {}).get(run.name))
+        robust, metrics, aflags = run_attack(
+            model, attack, x, y, index, correct, batch_size=batch_size, seed=seed,
+            device=device, eps=run.eps)
+        if model.training:
+            aflags.append("check: the attack left the model in train mode")
+            model.eval()
+        secs = time.perf_counter() - t0
+        acc = robust.float().mean().item()
+        log.info("%s eps=%s: accuracy %.4f (%.1f s)", run.label, run.eps, acc, secs)
+        rows.append(_row(run.label, run.name, run.params_json(), run.eps, attack, n,
+                         "accuracy", acc, secs, aflags))
+        for name, vals in metrics.items():
+            finite = torch.isfinite(vals)
+            mean = vals[finite].mean().item() if finite.any() else math.nan
+            excluded = 1 - finite.double().mean().item() if len(vals) else math.nan
+            rows.append(_row(run.label, run.name, run.params_json(), run.eps, attack, n,
+                             name, mean, secs, aflags))
+            rows.append(_row(run.label, run.name, run.params_json(), run.eps, attack, n,
+                             f"{name}_excluded", excluded, secs, aflags))
+        if run.eps is not None and not hasattr(attack, "example_metrics"):
+            worst[run.eps] = worst.get(run.eps, correct) & robust
+    for eps, rob in sorted(worst.items()):
+        rows.append(_row("worst_case", "worst_case", "{}", eps, None, n, "accuracy",
+                         rob.float().mean().item(), 0.0, []))
+    model.train(was_training)
+    return rows
+
+
+def _row(label, name, params, eps, attack, n, metric, value, seconds, flags) -> dict:
+    return {
+        "attack": label, "attack_name": name, "attack_params": params,
+        "eps": math.nan if eps is None else float(eps),
+        "steps": _param(attack, "steps"), "restarts": _param(attack, "restarts"),
+        "n": int(n), "metric": metric, "value": float(value),
+        "accuracy": float(value) if metric == "accuracy" else math.nan,
+        "seconds": float(seconds), "flags": list(flags),
+    }

@@ -1,0 +1,188 @@
+"""``run_evaluate``: one model x one preset -> rows appended to a tidy Parquet table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+import pipeline
+from pipeline.evaluate.presets import load_presets
+from pipeline.evaluate.robust import evaluate_robust
+from pipeline.seed import resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+# Columns of the results table, in order (one row per attack x eps x metric).
+COLUMNS = [
+    "dataset", "split", "arch", "method", "params", "teacher", "saliency_sources", "seed",
+    "model", "model_sha256", "preset", "eval_seed", "source_model", "attack", "attack_name",
+    "attack_params", "eps", "steps", "restarts", "n", "metric", "value", "accuracy",
+    "seconds", "flags", "salpipe_version", "created",
+]
+# An evaluation is identified by these; a second run with the same key is a no-op.
+KEY = ["model_sha256", "split", "preset", "n", "eval_seed", "source_model"]
+
+
+def read_eval_split(store: str | Path, split: str, n: int | None):
+    """``(x float [N,C,H,W] in [0,1], y long [N], index long [N], root attrs)`` of the store."""
+    try:
+        from pipeline.cache.store import read_split, store_info
+    except ImportError:  # the DATA helper's reader is not there: read zarr directly
+        read_split = None
+    if read_split is not None:
+        arrays, info = read_split(store, split, 0, n), store_info(store)
+        images, labels = arrays.images, arrays.labels
+    else:
+        import zarr
+
+        from pipeline.cache import layout
+
+        root = zarr.open_group(str(store), mode="r")
+        images = np.asarray(root[layout.images_path(split)][slice(0, n)])
+        labels = np.asarray(root[layout.labels_path(split)][slice(0, n)])
+        info = dict(root.attrs)
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
+    y = torch.from_numpy(np.asarray(labels).astype(np.int64))
+    return x, y, torch.arange(len(y)), info
+
+
+def _teachers(sources: Any) -> str:
+    names = sorted(sources) if isinstance(sources, dict) else list(sources or [])
+    return ",".join(sorted({s.split(".")[0] for s in names if "." in s}))
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """The results table at ``path`` (empty with :data:`COLUMNS` when missing)."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_parquet(path)
+
+
+def write_results(df: pd.DataFrame, path: str | Path) -> None:
+    """Write atomically: a temp sibling, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def evaluate_to_table(
+    model: nn.Module, meta: dict, store: str | Path, split: str, preset: str,
+    out: str | Path, *, device: str | torch.device = "auto", n: int | None = None,
+    batch_size: int = 256, seed: int = 0, source_model: str | Path | None = None,
+    presets_file: str | Path | None = None, force: bool = False,
+) -> dict:
+    """Evaluate an in-memory ``model`` (e.g. a SAD wrapper) described by ``meta``.
+
+    ``meta`` is a checkpoint sidecar dict (``arch``, ``method``, ``params``, ``dataset``,
+    ``sha256``, ``train``, ``saliency_sources``); ``meta["sha256"]`` identifies the model
+    in the no-op check, so a wrapper must give its own (e.g. sha + variant).
+    See :func:`run_evaluate` for the other arguments.
+    """
+    device = resolve_device(device)
+    runs = load_presets(presets_file)
+    if preset not in runs:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(runs)}")
+    x, y, index, info = read_eval_split(store, split, n)
+    key = {"model_sha256": str(meta.get("sha256", "")), "split": split, "preset": preset,
+           "n": int(len(y)), "eval_seed": int(seed),
+           "source_model": str(source_model) if source_model else ""}
+    table = read_results(out)
+    if len(table):
+        same = np.ones(len(table), dtype=bool)
+        for k, v in key.items():
+            same &= (table[k] == v).to_numpy()
+        if same.any() and not force:
+            log.info("evaluation %s already in %s: nothing to do (use force)", key, out)
+            return {"skipped": True, "rows": int(same.sum()), "out": str(out)}
+        table = table[~same]
+    fp = info.get("fingerprint")
+    if meta.get("dataset_fingerprint") and fp and meta["dataset_fingerprint"] != fp:
+        raise ValueError(f"model was trained on another data set (fingerprint "
+                         f"{meta['dataset_fingerprint'][:12]}...) than store {store} ({fp[:12]}...)")
+    seed_everything(seed)
+    extra = {"transfer": {"source": str(source_model)}} if source_model else {}
+    run_list = runs[preset]
+    skipped = [r for r in run_list if r.name == "transfer" and not source_model
+               and not r.params.get("source")]
+    run_list = [r for r in run_list if r not in skipped]
+    model = model.to(device)
+    t0 = time.perf_counter()
+    rows = evaluate_robust(model, x, y, index, run_list, batch_size=batch_size, seed=seed,
+                           device=device, extra_params=extra)
+    if skipped:
+        rows[0]["flags"].append(f"skipped {len(skipped)} transfer run(s): no --source-model")
+    base = {
+        "dataset": meta.get("dataset") or info.get("dataset"), "arch": meta.get("arch"),
+        "method": meta.get("method"), "params": json.dumps(meta.get("params") or {},
+                                                           sort_keys=True, default=str),
+        "teacher": _teachers(meta.get("saliency_sources")),
+        "saliency_sources": json.dumps(sorted(meta.get("saliency_sources") or {})),
+        "seed": (meta.get("train") or {}).get("seed", math.nan),
+        "model": str(meta.get("run_name", "")), "salpipe_version": pipeline.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **key,
+    }
+    new = pd.DataFrame([{**base, **r, "flags": json.dumps(r["flags"])} for r in rows])
+    new["seed"] = pd.to_numeric(new["seed"], errors="coerce")
+    table = new[COLUMNS] if not len(table) else pd.concat([table, new[COLUMNS]],
+                                                           ignore_index=True)
+    write_results(table, out)
+    secs = time.perf_counter() - t0
+    log.info("wrote %d rows to %s (%.1f s)", len(new), out, secs)
+    return {"skipped": False, "rows": len(new), "seconds": secs, "out": str(out),
+            "clean_accuracy": rows[0]["accuracy"]}
+
+
+def run_evaluate(
+    model_dir: str | Path, store: str | Path, split: str = "test", preset: str = "quick",
+    out: str | Path = "results.parquet", device: str | torch.device = "auto", *,
+    n: int | None = None, batch_size: int = 256, seed: int = 0,
+    source_model: str | Path | None = None, presets_file: str | Path | None = None,
+    force: bool = False,
+) -> dict:
+    """Evaluate the checkpoint ``model_dir`` with ``preset`` on ``split`` of ``store``.
+
+    Args:
+        model_dir: run directory (``model.pt`` + ``model.json``).
+        store: the data set's Zarr store.
+        split: split to evaluate (``test``).
+        preset: preset name from ``presets_file`` (default ``config/presets.yaml``).
+        out: results Parquet file; rows are appended (atomically rewritten).
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        n: first ``n`` images of the split (all when None).
+        batch_size: attack batch size (results do not depend on it).
+        seed: evaluation seed (random starts, noise).
+        source_model: run directory of the transfer attacks' source model.
+        force: re-run and replace an evaluation already in ``out``.
+
+    Returns:
+        ``{"skipped", "rows", "out", ...}``.
+    """
+    from pipeline.train.checkpoint import load_model
+
+    device = resolve_device(device)
+    model, meta = load_model(model_dir, device=device)
+    meta = {**meta, "run_name": Path(model_dir).name if Path(model_dir).is_dir()
+            else Path(model_dir).parent.name}
+    return evaluate_to_table(model, meta, store, split, preset, out, device=device, n=n,
+                             batch_size=batch_size, seed=seed, source_model=source_model,
+                             presets_file=presets_file, force=force)

@@ -1,0 +1,45 @@
+"""Cheap parameters for every registered attack (so the contract tests stay fast)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+# Registering an attack enrols it in the contract tests: add its cheap params here (tests/attacks/cheap_attacks.py).
+CHEAP = {
+    "aai": {"steps": 3},
+    "autoattack": {"version": "custom", "attacks": ("apgd-ce",)},
+    "eot_pgd": {"steps": 2, "eot_samples": 2},
+    "fgsm": {},
+    "isa": {"steps": 2, "bisection": 2},
+    "pgd": {"steps": 3},
+    "saliency": {},
+    "square": {"queries": 20},
+    "trades_kl": {"steps": 2},
+    "transfer": {"attack_params": {"steps": 2}},
+    "uniform_noise": {"samples": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def source_ckpt(tmp_path_factory):
+    """A small_cnn checkpoint on disk (transfer attack source)."""
+    from pipeline.models import build_model
+    from pipeline.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(3)
+    model = build_model("small_cnn", 10, width=8)
+    path = tmp_path_factory.mktemp("src") / "small_src"
+    save_checkpoint(path, model, {"arch": "small_cnn", "width": 8, "num_classes": 10,
+                                  "mean": [0.5] * 3, "std": [0.25] * 3})
+    return path
+
+
+def build_cheap(name: str, eps: float, source=None):
+    from pipeline.attacks import ATTACKS
+    from pipeline.config import build_method
+
+    params = {**CHEAP[name], "eps": eps}
+    if name == "transfer":
+        params["source"] = str(source)
+    return build_method(ATTACKS, name, params, name)

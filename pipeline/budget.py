@@ -18,7 +18,12 @@ def parse_budget(value: str | int | float | Fraction, *, field: str = "eps") -> 
     if isinstance(value, bool):
         raise ValueError(f"{field}: expected a budget such as '8/255', got {value!r}")
     try:
-        frac = Fraction(str(value).strip()) if isinstance(value, str) else Fraction(value)
+        if isinstance(value, str):
+            # "8/255", "2.5/255", "0.03": each side of the slash is an exact decimal
+            num, _, den = value.strip().partition("/")
+            frac = Fraction(num) / Fraction(den) if den else Fraction(num)
+        else:
+            frac = Fraction(value)
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"{field}: expected a budget such as '8/255', got {value!r}") from None
     if not 0 <= frac <= 1:

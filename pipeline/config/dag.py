@@ -1,0 +1,113 @@
+"""What the Snakefile asks the package: the sweep's lists and each job's arguments.
+
+The Snakefile owns the path scheme and the rules; this module turns the active profile
+into wildcard values and into the options of each ``salpipe`` command, so the command a
+job logs is the whole job (run it by hand and you get the same result).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config.profile import Profile, kv_args, load_profile
+
+
+@dataclass(frozen=True)
+class Dag:
+    """The active profile plus the top-level config (``config/config.yaml``)."""
+
+    profile: Profile
+    data_root: str
+    device: str = "auto"
+    scheduler: str | None = None
+
+    @classmethod
+    def from_config(cls, config: dict, profiles_dir: str | Path = "config/profiles") -> "Dag":
+        name = config.get("profile", "tiny")
+        profile = load_profile(Path(profiles_dir) / f"{name}.yaml")
+        root = config.get("data_root") or profile.data_root
+        return cls(profile, root, config.get("device", "auto"), config.get("scheduler"))
+
+    # -- lists for expand() and wildcard constraints ------------------------------------
+
+    def datasets(self) -> list[str]:
+        return list(self.profile.datasets)
+
+    def cells(self) -> list[tuple[str, str, int]]:
+        """Every evaluated (dataset, model name, seed)."""
+        p = self.profile
+        return [(d, s, seed) for d in p.datasets for s in p.students_for(d) for seed in p.seeds]
+
+    def teacher_cells(self) -> list[tuple[str, str]]:
+        return [(d, t) for d in self.profile.datasets for t in self.profile.teachers_for(d)]
+
+    def source_cells(self) -> list[tuple[str, str]]:
+        return [(d, s) for d in self.profile.datasets for s in self.profile.sources_for(d)]
+
+    def is_sad(self, name: str) -> bool:
+        return name in self.profile.sad
+
+    # -- per-job arguments --------------------------------------------------------------
+
+    def prepare_args(self, dataset: str) -> str:
+        spec = self.profile.datasets[dataset]
+        args = [f"--dataset {spec.adapter}"]
+        if spec.root is not None:
+            args.append(f"--root {shlex.quote(str(Path(self.data_root) / spec.root))}")
+        return " ".join(args + [kv_args("-p", spec.params)])
+
+    def teacher_args(self, teacher: str) -> str:
+        t = self.profile.teachers[teacher]
+        width = f" --width {t.width}" if t.width is not None else ""
+        return (f"--arch {t.arch}{width} --mode {t.mode} --config {shlex.quote(t.train)} "
+                + kv_args("-p", t.params)).strip()
+
+    def teacher_config(self, teacher: str) -> str:
+        return self.profile.teachers[teacher].train
+
+    def source_teacher(self, source: str) -> str | None:
+        origin = source.partition(".")[0]
+        return None if origin == "annotation" else origin
+
+    def source_args(self, source: str) -> str:
+        """Options of precompute-saliency besides store, split and teacher."""
+        spec = self.profile.saliency[source]
+        if self.source_teacher(source) is None:
+            return f"--source {source}"
+        method = spec.method or source.partition(".")[2]
+        args = [f"--method {method}", f"--target {spec.target}", f"--source {source}"]
+        if self.scheduler:
+            args.append(f"--scheduler {shlex.quote(self.scheduler)}")
+        return " ".join(args + [kv_args("-p", spec.params)]).strip()
+
+    def student_sources(self, student: str) -> list[str]:
+        return list(self.profile.students[student].saliency)
+
+    def student_args(self, student: str, seed: int) -> str:
+        s, net = self.profile.students[student], self.profile.student
+        width = f" --width {net.width}" if net.width is not None else ""
+        sal = " ".join(f"--saliency {src}" for src in s.saliency)
+        return " ".join(x for x in [
+            f"--method {s.method}", sal, f"--arch {net.arch}{width}",
+            f"--config {shlex.quote(net.train)}", f"--seed {seed}", kv_args("-p", s.params),
+        ] if x)
+
+    def student_config(self) -> str:
+        return self.profile.student.train
+
+    def sad_base(self, name: str) -> str:
+        return self.profile.sad[name].base
+
+    def sad_args(self, name: str) -> str:
+        params = dict(self.profile.sad[name].params)
+        ratio = params.pop("ratio", None)
+        args = [f"--ratio {ratio}"] if ratio is not None else []
+        return " ".join(args + [kv_args("-p", params)]).strip()
+
+    def eval_args(self, dataset: str) -> str:
+        e = self.profile.evaluate
+        split = self.profile.datasets[dataset].eval_split
+        n = f" --n {e.n}" if e.n else ""
+        return f"--preset {e.preset} --split {split}{n} --batch-size {e.batch_size}"

@@ -40,6 +40,53 @@ def list_registries() -> None:
 
 
 # --- data commands (begin) ---
+def _parse_params(pairs: tuple[str, ...]) -> dict:
+    """``("key=value", ...)`` -> dict, values parsed as YAML scalars (``n=5`` -> 5)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="-p")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+@main.command("prepare-data")
+@click.option("--dataset", required=True, help="Data set name (see `salpipe list`).")
+@click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Folder of the data set on disk (not needed for shapes).")
+@click.option("--store", "out", required=True,
+              help="Zarr store to write, e.g. data/cache/cifar10.zarr (path or fsspec URL).")
+@click.option("--resolution", type=int, help="Output image side in pixels.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Adapter parameter (repeatable), e.g. -p limit=500 -p fit=crop.")
+@click.option("--chunk", type=int, default=512, show_default=True, help="Images per chunk.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+def prepare_data(dataset, root, out, resolution, params, chunk, overwrite) -> None:
+    """Decode a data set into its Zarr cache store.
+
+    Reads the data set under --root (or generates `shapes`); writes --store with images,
+    labels and, where the data set has them, annotations/mask and annotations/bbox per
+    split, plus a content fingerprint. Does nothing if the store is already up to date.
+    """
+    from pipeline.config import ConfigError, build_method
+    from pipeline.data import DATASETS, DataError
+    from pipeline.data.stage import run_prepare_data
+
+    kw = _parse_params(params)
+    kw.update({k: v for k, v in (("root", root and str(root)), ("resolution", resolution))
+               if v is not None})
+    try:
+        cfg = build_method(DATASETS, dataset, kw, "dataset")
+        summary = run_prepare_data(cfg, out, chunk=chunk, overwrite=overwrite)
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
+    except (DataError, FileExistsError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{summary['store']}: {summary['split_sizes']} fingerprint "
+               f"{summary['fingerprint'][:12]}{' (up to date)' if summary['skipped'] else ''}")
 # --- data commands (end) ---
 
 # --- train commands (begin) ---
@@ -141,12 +188,273 @@ def train_teacher_cmd(ctx, store, out, arch, width, config, epochs, batch_size, 
 # --- train commands (end) ---
 
 # --- saliency-cache commands (begin) ---
+def _cache_kv(pairs: tuple[str, ...]) -> dict:
+    """``-p key=value`` pairs -> dict; values are parsed as YAML scalars (0.15, true)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="-p")
+        out[key] = yaml.safe_load(value) if value else value
+    return out
+
+
+def _cache_fail(e: Exception) -> None:
+    raise click.ClickException(str(e)) from e
+
+
+@main.command("precompute-saliency")
+@click.option("--store", required=True, help="Data set store (path or fsspec URL); written into.")
+@click.option("--split", default="train", show_default=True)
+@click.option("--teacher", type=click.Path(path_type=Path), help="Teacher run directory.")
+@click.option("--method", help="Saliency method (registry name, see `salpipe list`).")
+@click.option("-p", "--param", "params", multiple=True, help="Method parameter key=value.")
+@click.option("--target", type=click.Choice(["label", "pred"]), default="label",
+              show_default=True, help="Saliency of the true class or the teacher's prediction.")
+@click.option("--source", help="Source name [default: <teacher dir name>.<method>]; "
+              "annotation.mask / annotation.bbox for weak saliency from annotations.")
+@click.option("--batch-size", default=128, show_default=True, help="Images per batch.")
+@click.option("--workers", type=int, help="Threads of the local Dask scheduler.")
+@click.option("--scheduler", help="dask.distributed scheduler address (default: local threads).")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing source.")
+@click.pass_context
+def precompute_saliency(ctx, store, split, teacher, method, params, target, source,
+                        batch_size, workers, scheduler, overwrite) -> None:
+    """Cache one saliency source of a split in the store (resumable, idempotent).
+
+    Reads the split's images/labels (or annotations) and the teacher checkpoint; writes
+    <split>/saliency/<source>/{map,sign,mask[,bbox]} into the store, chunk by chunk.
+    """
+    from pipeline.cache.precompute import PrecomputeConfig, run_precompute
+    from pipeline.seed import resolve_device
+
+    cfg = PrecomputeConfig(split=split, teacher=teacher, method=method, source=source,
+                           params=_cache_kv(params), target=target, batch_size=batch_size,
+                           workers=workers)
+    try:
+        res = run_precompute(store, cfg, device=str(resolve_device(ctx.obj["device"])),
+                             scheduler=scheduler, overwrite=overwrite)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _cache_fail(e)
+    if res["status"] == "nothing to do":
+        click.echo(f"{res['source']}: complete with the same provenance, nothing to do")
+    else:
+        click.echo(f"{res['source']}: computed {len(res['computed'])} of {res['chunks']} "
+                   f"chunks in {res['seconds']:.1f} s")
+
+
+@main.group("cache")
+def cache() -> None:
+    """Inspect, verify and export the saliency cache of a data set store."""
+
+
+@cache.command("info")
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def cache_info_cmd(store, as_json) -> None:
+    """Print sources, sizes on disk, completeness, provenance, pointing-game scores.
+
+    Reads the store; writes only to stdout.
+    """
+    import json
+
+    from pipeline.cache.info import cache_info, format_info
+
+    try:
+        info = cache_info(store)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _cache_fail(e)
+    click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
+
+
+@cache.command("verify")
+@click.argument("store")
+@click.option("--split", help="Only this split.")
+@click.option("--source", help="Only this saliency source.")
+@click.option("--sample", default=1, show_default=True, help="Chunks per source to recompute.")
+@click.option("--teacher", type=click.Path(path_type=Path),
+              help="Teacher run directory, if it moved since precompute.")
+@click.pass_context
+def cache_verify_cmd(ctx, store, split, source, sample, teacher) -> None:
+    """Check every chunk (present, intact) and recompute sampled chunks; exit 1 on failure.
+
+    Reads the store and the recorded teachers; writes nothing.
+    """
+    from pipeline.cache.verify import run_verify
+    from pipeline.seed import resolve_device
+
+    try:
+        report = run_verify(store, split, source, sample=sample, teacher=teacher,
+                            device=str(resolve_device(ctx.obj["device"])))
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _cache_fail(e)
+    for line in report.checked:
+        click.echo(f"ok: {line}")
+    for line in report.problems:
+        click.echo(f"FAIL: {line}", err=True)
+    if not report.ok:
+        ctx.exit(1)
+    click.echo("cache verified")
+
+
+@cache.command("export")
+@click.argument("store")
+@click.option("--to", "out", required=True, type=click.Path(path_type=Path),
+              help="HDF5 file to write.")
+@click.option("--split", help="Only this split.")
+@click.option("--source", help="Only this saliency source (images and labels kept).")
+def cache_export_cmd(store, out, split, source) -> None:
+    """Copy the store's arrays and attrs (JSON-encoded) into one HDF5 file, atomically.
+
+    Reads the store; writes --to.
+    """
+    from pipeline.cache.export import run_export
+
+    try:
+        res = run_export(store, out, split=split, source=source)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _cache_fail(e)
+    click.echo(f"wrote {res['out']}: {len(res['arrays'])} arrays, {res['bytes']} bytes")
+
+
+@main.command("show-saliency")
+@click.option("--store", required=True, help="Data set store (path or fsspec URL).")
+@click.option("--source", required=True, help="Saliency source, e.g. resnet10_adv.gbp.")
+@click.option("--split", default="train", show_default=True)
+@click.option("--n", default=16, show_default=True, help="Number of images (rows).")
+@click.option("--start", default=0, show_default=True, help="Index of the first image.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG to write.")
+def show_saliency(store, source, split, n, start, out) -> None:
+    """Draw image, map, sign and mask side by side for n cached images.
+
+    Reads the store; writes the PNG --out.
+    """
+    from pipeline.cache.gallery import run_show_saliency
+
+    try:
+        res = run_show_saliency(store, source, out, split=split, n=n, start=start)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _cache_fail(e)
+    click.echo(f"wrote {res['out']} ({len(res['images'])} images)")
 # --- saliency-cache commands (end) ---
 
 # --- evaluate-report commands (begin) ---
+@main.command("evaluate")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint run directory (model.pt + model.json).")
+@click.option("--store", required=True, help="Data set Zarr store (path or fsspec URL).")
+@click.option("--preset", default="quick", show_default=True,
+              help="Attack preset from config/presets.yaml (quick, sat, sip, sad, int, full).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--n", type=int, default=None, help="Evaluate the first N images (default all).")
+@click.option("--batch-size", default=256, show_default=True, help="Results do not depend on it.")
+@click.option("--seed", default=0, show_default=True, help="Evaluation seed (random starts, noise).")
+@click.option("--source-model", type=click.Path(path_type=Path), default=None,
+              help="Run directory of the source model of transfer attacks.")
+@click.option("--presets", "presets_file", type=click.Path(path_type=Path), default=None,
+              help="Presets YAML (default: config/presets.yaml of the package).")
+@click.option("--force", is_flag=True, help="Re-run an evaluation already in --out.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Results Parquet table; rows are appended.")
+@click.pass_context
+def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_model,
+             presets_file, force, out):
+    """Evaluate a checkpoint with an attack preset; append rows to a results table.
+
+    Reads the checkpoint, the split of the store and the presets; writes --out atomically
+    (one row per attack x eps x metric: accuracy, Kendall's tau, flags). A second run
+    with the same model, split, preset, n and seed does nothing unless --force.
+    """
+    from pipeline.evaluate import run_evaluate
+
+    summary = run_evaluate(model_dir, store, split, preset, out, ctx.obj["device"], n=n,
+                           batch_size=batch_size, seed=seed, source_model=source_model,
+                           presets_file=presets_file, force=force)
+    click.echo("already evaluated: nothing to do" if summary["skipped"]
+               else f"wrote {summary['rows']} rows to {out}")
+
+
+@main.command("report")
+@click.option("--results", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Results Parquet table(s) from salpipe evaluate (repeatable).")
+@click.option("--runs", multiple=True, type=click.Path(path_type=Path),
+              help="Training run directories (their metrics.jsonl give the cost per epoch).")
+@click.option("--gallery", multiple=True, type=click.Path(path_type=Path),
+              help="Saliency gallery PNG(s) to include.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Report folder.")
+def report(results, runs, gallery, out):
+    """Write report.md, report.html and PNG figures from results tables.
+
+    Reads the results tables, data/paper_tables/*.csv and optional run directories and
+    gallery PNGs; writes the folder --out (replaced atomically).
+    """
+    from pipeline.report import run_report
+
+    summary = run_report(list(results), out, runs=list(runs), galleries=list(gallery))
+    click.echo(f"report written to {summary['out']} ({len(summary['tables'])} tables, "
+               f"{summary['flags']} flags)")
 # --- evaluate-report commands (end) ---
 
 # --- sad commands (begin) ---
+@main.command("sad-calibrate")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Run directory of the original model (standard, PGD-AT, TRADES).")
+@click.option("--store", required=True, help="Data set store (path or fsspec URL).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output run directory (a checkpoint with a 'sad' wrapper block).")
+@click.option("--ratio", type=float, default=0.8, show_default=True,
+              help="Hybridization ratio r (paper: 0.8; Table 4 sweeps 0.5-0.9).")
+@click.option("--attack", default="pgd", show_default=True,
+              help="Attack crafting x_adv under the original model (ATTACKS name).")
+@click.option("-p", "--attack-param", "attack_params", multiple=True, metavar="KEY=VALUE",
+              help="Attack parameter, e.g. -p eps=8/255 -p steps=10.")
+@click.option("--saliency", default="grad", show_default=True,
+              help="Saliency method of the predicted class (SALIENCY name).")
+@click.option("-s", "--saliency-param", "saliency_params", multiple=True,
+              metavar="KEY=VALUE", help="Saliency method parameter.")
+@click.option("--normalise", type=click.Choice(["maxabs", "minmax", "sign", "raw"]),
+              default="maxabs", show_default=True, help="Per-image map normalisation.")
+@click.option("--no-bn-update", is_flag=True,
+              help="Saliency-only ablation: keep the BN statistics (paper Table 5).")
+@click.option("--no-saliency", is_flag=True,
+              help="BN-recalibration-only ablation: no map added (calibration, inference).")
+@click.option("--grad-mode", type=click.Choice(["exact", "bpda"]), default=None,
+              help="Gradient mode of the saved model [default: exact for grad, else bpda].")
+@click.option("--batches", type=int, default=None, help="Use at most N batches.")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--split", default="train", show_default=True, help="Calibration split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an OUT of another configuration.")
+@click.pass_context
+def sad_calibrate(ctx, model_dir, store, out, ratio, attack, attack_params, saliency,
+                  saliency_params, normalise, no_bn_update, no_saliency, grad_mode, batches,
+                  batch_size, split, seed, overwrite) -> None:
+    """SAD (paper 001, Alg. 1): recalibrate BN statistics on saliency-processed PGD data.
+
+    Reads the checkpoint --model and the --split of --store; writes the checkpoint --out
+    (recalibrated weights + sidecar 'wrapper: sad'), loaded as the whole SAD model by
+    load_model / salpipe evaluate. Only BN running statistics change. Idempotent.
+    """
+    from pipeline.sad import SADCalibration, run_sad_calibrate
+
+    def go():
+        cfg = SADCalibration(
+            ratio=ratio, attack=attack, attack_params=_parse_params(attack_params),
+            saliency=saliency, saliency_params=_parse_params(saliency_params),
+            normalise=normalise, bn_update=not no_bn_update, add_saliency=not no_saliency,
+            grad_mode=grad_mode or ("exact" if saliency == "grad" else "bpda"),
+            batch_size=batch_size, batches=batches, seed=seed)
+        return run_sad_calibrate(model_dir, store, out, cfg, device=ctx.obj["device"],
+                                 split=split, overwrite=overwrite)
+
+    try:
+        res = go()
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"skipped (already calibrated): {out}" if res["skipped"] else
+               f"wrote {res['method']} to {out} ({res['batches']} batches)")
 # --- sad commands (end) ---
 
 if __name__ == "__main__":

@@ -122,3 +122,19 @@ def test_transfer_needs_source_model(toy_store, toy_ckpt, tmp_path):
     run_evaluate(toy_ckpt, toy_store, "test", "t", out, "cpu", n=6, presets_file=p,
                  source_model=toy_ckpt)
     assert "transfer" in set(read_results(out)["attack"])
+
+
+def test_cli_evaluate_and_report(toy_store, toy_ckpt, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    out = tmp_path / "r.parquet"
+    args = ["--device", "cpu", "evaluate", "--model", str(toy_ckpt), "--store", str(toy_store),
+            "--preset", "quick", "--n", "6", "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "nothing to do" in CliRunner().invoke(main, args).output
+    res = CliRunner().invoke(main, ["report", "--results", str(out), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert "pgd5 4/255" in (tmp_path / "rep" / "report.md").read_text()

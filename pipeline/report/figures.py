@@ -1,0 +1,66 @@
+"""Report figures (matplotlib, Agg): robustness curves and per-epoch training cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline.report.tables import method_label  # noqa: E402
+
+
+def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
+    """One PNG per (dataset, arch): accuracy vs eps per method, a panel per attack.
+
+    Clean accuracy is drawn at eps = 0 of every panel. Returns the files written.
+    """
+    acc = results[results["metric"] == "accuracy"].copy()
+    acc["row"] = method_label(acc)
+    written = []
+    for (ds, arch), g in acc.groupby(["dataset", "arch"], dropna=False):
+        attacks = [a for a, ga in g.groupby("attack", sort=False)
+                   if a != "clean" and ga["eps"].nunique() > 1]
+        if not attacks:
+            continue
+        fig, axes = plt.subplots(1, len(attacks), figsize=(4 * len(attacks), 3.4), squeeze=False)
+        for ax, attack in zip(axes[0], attacks):
+            for row, gr in g.groupby("row"):
+                clean = gr[gr["attack"] == "clean"]["value"].mean()
+                ga = gr[gr["attack"] == attack].groupby("eps")["value"].agg(["mean", "std"])
+                if ga.empty:
+                    continue
+                eps = np.r_[0.0, ga.index.to_numpy()] * 255
+                mean = np.r_[clean, ga["mean"].to_numpy()] * 100
+                std = np.r_[0.0, ga["std"].fillna(0).to_numpy()] * 100
+                ax.errorbar(eps, mean, yerr=std, marker="o", ms=3, capsize=2, label=row)
+            ax.set(title=attack, xlabel="eps (x/255)", ylabel="accuracy (%)", ylim=(0, 100))
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{ds} / {arch}")
+        fig.tight_layout()
+        path = out / f"curves_{ds}_{arch}.png".replace("/", "_")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def training_cost(cost: pd.DataFrame, out: Path) -> Path | None:
+    """Bar chart of mean seconds per epoch per method (``cost``: method, epoch_seconds)."""
+    if cost.empty:
+        return None
+    g = cost.groupby("method")["epoch_seconds"].agg(["mean", "std"]).sort_values("mean")
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(g) + 2), 3.2))
+    ax.bar(g.index, g["mean"], yerr=g["std"].fillna(0), capsize=3, color="tab:blue")
+    ax.set(ylabel="seconds per epoch", title="training cost per epoch")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    path = out / "training_cost.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,109 @@
+"""Paper-style tables: methods as rows, attack x eps as columns, mean +- std over seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.budget import format_budget
+
+PAPER_TABLES = Path(__file__).resolve().parents[2] / "data" / "paper_tables"
+
+
+def method_label(df: pd.DataFrame) -> pd.Series:
+    """``method`` plus its saliency sources when it has any (``sat [resnet10_adv.gbp]``)."""
+    src = df["saliency_sources"].fillna("[]").map(lambda s: ",".join(json.loads(s) or []))
+    return df["method"].fillna("?").astype(str) + src.map(lambda s: f" [{s}]" if s else "")
+
+
+def column_label(attack: str, eps: float) -> str:
+    return attack if attack == "clean" or not np.isfinite(eps) else f"{attack} {format_budget(eps)}"
+
+
+def load_paper_tables(folder: str | Path | None = None) -> pd.DataFrame:
+    """Every ``data/paper_tables/*.csv`` concatenated (empty when there are none)."""
+    folder = Path(folder) if folder is not None else PAPER_TABLES
+    files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+    if not files:
+        return pd.DataFrame(columns=["paper", "table", "dataset", "method", "variant",
+                                     "attack", "eps", "value"])
+    return pd.concat([pd.read_csv(f, dtype={"eps": str, "variant": str}) for f in files],
+                     ignore_index=True)
+
+
+def _paper_cell(paper: pd.DataFrame, dataset, method, sources: str, attack, eps) -> str:
+    if paper.empty:
+        return ""
+    e = "0" if attack == "clean" else format_budget(eps)
+    m = paper[(paper["dataset"] == dataset) & (paper["method"] == method)
+              & (paper["attack"] == attack) & (paper["eps"] == e)]
+    if sources:
+        exact = m[m["variant"].fillna("") == sources]
+        m = exact if len(exact) else m
+    if m.empty:
+        return ""
+    v = m["value"].astype(float)
+    tables = ", ".join(sorted(set(m["paper"].str.split().str[0] + " " + m["table"])))
+    val = f"{v.iloc[0]:.2f}" if len(v) == 1 else f"{v.min():.2f}-{v.max():.2f}"
+    return f"{val} ({tables})"
+
+
+def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """One table per (dataset, arch, split): rows = method, cells ``mean +- std (n seeds)``
+    of accuracy in %, each followed by a ``paper`` column where a published number exists."""
+    paper = load_paper_tables() if paper is None else paper
+    acc = results[results["metric"] == "accuracy"].copy()
+    acc["row"] = method_label(acc)
+    acc["col"] = [column_label(a, e) for a, e in zip(acc["attack"], acc["eps"])]
+    out = {}
+    for (ds, arch, split), g in acc.groupby(["dataset", "arch", "split"], dropna=False):
+        cols = list(dict.fromkeys(g.sort_values(["attack", "eps"], key=_order)["col"]))
+        table = {}
+        for row, gr in g.groupby("row", sort=True):
+            cells = {}
+            for col in cols:
+                gc = gr[gr["col"] == col]
+                if gc.empty:
+                    cells[col] = ""
+                    continue
+                per_seed = gc.groupby("seed", dropna=False)["value"].mean() * 100
+                sd = f" ± {per_seed.std(ddof=1):.2f}" if len(per_seed) > 1 else ""
+                cells[col] = f"{per_seed.mean():.2f}{sd}" + (f" (n={len(per_seed)})" if sd else "")
+                first = gc.iloc[0]
+                srcs = ",".join(json.loads(first["saliency_sources"] or "[]"))
+                ref = _paper_cell(paper, ds, first["method"], srcs, first["attack"], first["eps"])
+                if ref:
+                    cells[f"{col} · paper"] = ref
+            table[row] = cells
+        out[f"{ds} / {arch} / {split}"] = pd.DataFrame.from_dict(table, orient="index").fillna("")
+    return out
+
+
+def _order(s: pd.Series) -> pd.Series:
+    if s.name == "attack":  # clean first, worst case last, others in order of appearance
+        return s.map(lambda a: (0 if a == "clean" else 2 if a == "worst_case" else 1, a))
+    return s
+
+
+def metric_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Non-accuracy metrics (Kendall's tau, ISA success, excluded fractions), mean over seeds."""
+    m = results[results["metric"] != "accuracy"].copy()
+    if m.empty:
+        return pd.DataFrame()
+    m["row"] = method_label(m)
+    m["col"] = [f"{column_label(a, e)} {k}" for a, e, k in zip(m["attack"], m["eps"], m["metric"])]
+    return m.pivot_table(index="row", columns="col", values="value", aggfunc="mean").round(3)
+
+
+def flags_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Every flag raised, with the model, attack and budget it came from."""
+    rows = []
+    for _, r in results.iterrows():
+        for flag in json.loads(r["flags"] or "[]"):
+            rows.append({"model": r["model"], "method": r["method"], "attack": r["attack"],
+                         "eps": format_budget(r["eps"]) if np.isfinite(r["eps"]) else "",
+                         "flag": flag})
+    return pd.DataFrame(rows, columns=["model", "method", "attack", "eps", "flag"]).drop_duplicates()

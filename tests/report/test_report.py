@@ -1,0 +1,58 @@
+"""The report built from a fixture results table names every method and attack of it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline.report import run_report
+
+
+def _fixture_results(path):
+    rows = []
+    for method, sources in [("standard", []), ("pgd_at", []), ("sat", ["resnet10_adv.gbp"])]:
+        for seed in (0, 1):
+            base = {"dataset": "cifar10", "split": "test", "arch": "resnet10", "method": method,
+                    "params": "{}", "teacher": "", "saliency_sources": json.dumps(sources),
+                    "seed": seed, "model": f"{method}_{seed}", "n": 100, "flags": "[]",
+                    "steps": 5.0, "restarts": 1.0, "seconds": 1.0}
+            rows.append({**base, "attack": "clean", "eps": 0.0, "metric": "accuracy",
+                         "value": 0.8 + 0.01 * seed})
+            for k in (1, 2, 3, 4):
+                rows.append({**base, "attack": "pgd5", "eps": k / 255, "metric": "accuracy",
+                             "value": 0.8 - 0.1 * k})
+            rows.append({**base, "attack": "aai", "eps": 8 / 255, "metric": "kendall_tau",
+                         "value": 0.5})
+            rows.append({**base, "attack": "autoattack", "eps": 8 / 255, "metric": "accuracy",
+                         "value": 0.1, "flags": json.dumps(["autoattack: it seems to be a "
+                                                            "dynamic defense!"])})
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def test_report_contains_every_method_and_attack(tmp_path):
+    res = _fixture_results(tmp_path / "r.parquet")
+    run = tmp_path / "runs" / "pgd_at_0"
+    run.mkdir(parents=True)
+    (run / "model.json").write_text(json.dumps({"method": "pgd_at"}))
+    (run / "metrics.jsonl").write_text("\n".join(
+        json.dumps({"epoch": e, "epoch_seconds": 10 + e}) for e in range(3)))
+    summary = run_report([res], tmp_path / "report", runs=[run])
+    md = (tmp_path / "report" / "report.md").read_text()
+    page = (tmp_path / "report" / "report.html").read_text()
+    for text in (md, page):
+        for name in ("standard", "pgd_at", "sat [resnet10_adv.gbp]", "pgd5 1/255",
+                     "pgd5 4/255", "autoattack 8/255", "kendall_tau", "dynamic defense"):
+            assert name in text, name
+    assert "80.50 ± 0.71" in md  # clean accuracy, mean +- std over the two seeds
+    assert "47.71" in md  # paper 000 Table 1, 'Original' at PGD-5 1/255, beside ours
+    assert "training cost" in md.lower() and (tmp_path / "report" / "training_cost.png").is_file()
+    assert (tmp_path / "report" / "curves_cifar10_resnet10.png").is_file()
+    assert summary["flags"] == 6  # one per model that raised it
+
+
+def test_missing_results_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        run_report([tmp_path / "nope.parquet"], tmp_path / "out")

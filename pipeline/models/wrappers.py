@@ -1,0 +1,37 @@
+"""Model wrappers: defences that compute something at inference around a checkpoint.
+
+A checkpoint whose sidecar has a ``wrapper`` block (``{"name": ..., ...}``) holds the
+weights of the inner network; :func:`wrap_model` rebuilds the defence around it, so
+``pipeline.train.checkpoint.load_model`` returns the whole defended classifier and an
+attack differentiates through it (DESIGN.md section 2). A wrapped module exposes its
+inner network as ``.network``. Factories: ``(network, wrapper_block) -> nn.Module``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pipeline.registry import Registry
+
+WRAPPERS = Registry("model wrapper")
+
+
+def _register_all() -> None:
+    # Lazy: the wrapper packages import pipeline.models themselves.
+    import pipeline.sad.model  # noqa: F401  (registers "sad")
+
+
+def wrap_model(network: nn.Module, meta: dict) -> nn.Module:
+    """``network`` wrapped as the sidecar ``meta`` says (unchanged without ``wrapper``).
+
+    Raises:
+        ValueError: the ``wrapper`` block is not a mapping with a registered ``name``.
+    """
+    block = meta.get("wrapper")
+    if not block:
+        return network
+    if not isinstance(block, dict) or "name" not in block:
+        raise ValueError(f"sidecar 'wrapper' must be a mapping with a 'name', got {block!r}")
+    _register_all()
+    return WRAPPERS.get(block["name"])(network, block).to(next(
+        network.parameters()).device).train(network.training)

@@ -1,0 +1,176 @@
+"""Attack views of a wrapped defence, and the sanity curves of notes/peers.md C.2 6.
+
+A *view* decides what an attack differentiates (or queries) when the evaluated model has
+an inner network (``model.network``, e.g. :class:`pipeline.sad.model.SADModel`); the
+prediction that is scored is always the whole defended model's:
+
+- ``adaptive``: the whole defence, exact gradients (double backprop through S1).
+- ``adaptive_bpda``: the whole defence, the saliency term constant in the backward pass.
+- ``nonadaptive``: only the inner (recalibrated) network; the defence is then applied
+  to the adversarial examples (the paper's protocol).
+
+Black-box attacks (square) query the viewed model; transfer attacks ignore it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from pipeline.evaluate.presets import AttackRun
+
+VIEWS = ("adaptive", "adaptive_bpda", "nonadaptive")
+
+
+def available_views(model: nn.Module) -> list[str]:
+    """The views that apply to ``model``: all three for a SAD-like wrapper, else none.
+
+    ``adaptive`` (exact) is left out when the wrapper cannot give exact gradients (a
+    saliency method other than ``grad``); BPDA then is the adaptive attack.
+    """
+    if getattr(model, "network", None) is None:
+        return []
+    views = []
+    spec = getattr(model, "spec", None)
+    if hasattr(model, "with_grad_mode"):
+        if spec is None or spec.saliency == "grad" or not spec.active:
+            views.append("adaptive")
+        views.append("adaptive_bpda")
+    else:
+        views.append("adaptive")
+    return views + ["nonadaptive"]
+
+
+def view_model(model: nn.Module, view: str | None) -> nn.Module:
+    """The module an attack sees under ``view`` (``None``/empty: ``model`` itself)."""
+    if not view:
+        return model
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
+    inner = getattr(model, "network", None)
+    if inner is None:
+        raise ValueError(f"view {view!r} needs a wrapped model with an inner .network; "
+                         f"{type(model).__name__} has none")
+    if view == "nonadaptive":
+        return inner
+    if not hasattr(model, "with_grad_mode"):
+        if view == "adaptive":
+            return model
+        raise ValueError(f"{type(model).__name__} has no gradient modes (view {view!r})")
+    return model.with_grad_mode("exact" if view == "adaptive" else "bpda")
+
+
+class ViewAttack:
+    """An attack that crafts against ``view_model(model, view)``; everything else delegates.
+
+    The evaluation scores ``model(x_adv)`` with the whole defence, so in the
+    ``nonadaptive`` view the defence is applied after the attack.
+    """
+
+    def __init__(self, attack: Any, view: str):
+        self.attack, self.view = attack, view
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw):
+        return self.attack(view_model(model, self.view), x, y, **kw)
+
+    def __getattr__(self, name: str):
+        if name in ("attack", "view"):  # not set yet (copy/pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.attack, name)
+
+
+@dataclass(frozen=True)
+class ViewRun(AttackRun):
+    """An :class:`AttackRun` whose attack is built as a :class:`ViewAttack`."""
+
+    view: str = "adaptive"
+
+    def build(self, extra: dict | None = None):
+        return ViewAttack(super().build(extra), self.view)
+
+
+def with_view(runs: Sequence[AttackRun], view: str) -> list[ViewRun]:
+    """``runs`` with every attack crafted under ``view``."""
+    names = [f.name for f in fields(AttackRun)]
+    return [ViewRun(**{k: getattr(r, k) for k in names}, view=view) for r in runs]
+
+
+def _loss(row: dict) -> str:
+    try:
+        return str(json.loads(row.get("attack_params") or "{}").get("loss", "ce"))
+    except (TypeError, ValueError):
+        return "ce"
+
+
+def sanity_curve_flags(rows: Sequence[dict], *, zero_tol: float = 0.05,
+                       min_eps: float = 16 / 255) -> list[str]:
+    """Violations of the PGD sanity curves among ``rows`` (one view's rows).
+
+    - At fixed steps and loss, accuracy must not rise with eps, and at the largest eps
+      (when it is at least ``min_eps``) must be at most ``zero_tol``.
+    - At fixed eps, loss and restarts, accuracy must not rise with more steps.
+    A rise smaller than one example (1/n) is not a violation.
+
+    Returns:
+        human-readable flags (empty: the curves are sane).
+    """
+    pgd = [r for r in rows if r.get("attack_name") == "pgd" and r.get("metric") == "accuracy"
+           and not math.isnan(r.get("eps", math.nan))]
+    flags: list[str] = []
+    by_steps: dict[tuple, list[dict]] = defaultdict(list)
+    by_eps: dict[tuple, list[dict]] = defaultdict(list)
+    for r in pgd:
+        by_steps[(r["steps"], _loss(r), r["restarts"])].append(r)
+        by_eps[(round(r["eps"] * 255, 6), _loss(r), r["restarts"])].append(r)
+    for (steps, loss, _), group in sorted(by_steps.items()):
+        group = sorted(group, key=lambda r: r["eps"])
+        for a, b in zip(group, group[1:]):
+            if b["accuracy"] > a["accuracy"] + 1.0 / max(b["n"], 1):
+                flags.append(f"sanity: pgd-{steps:g} ({loss}) accuracy rises with eps: "
+                             f"{a['accuracy']:.3f} at {a['eps'] * 255:.1f}/255 -> "
+                             f"{b['accuracy']:.3f} at {b['eps'] * 255:.1f}/255")
+        last = group[-1]
+        if last["eps"] >= min_eps - 1e-9 and last["accuracy"] > zero_tol:
+            flags.append(f"sanity: pgd-{steps:g} ({loss}) accuracy {last['accuracy']:.3f} at "
+                         f"{last['eps'] * 255:.1f}/255 does not approach 0 (> {zero_tol}); "
+                         "gradient masking or an attack that does not see the defence")
+    for (eps, loss, _), group in sorted(by_eps.items()):
+        group = sorted(group, key=lambda r: r["steps"])
+        for a, b in zip(group, group[1:]):
+            if b["steps"] > a["steps"] and b["accuracy"] > a["accuracy"] + 1.0 / max(b["n"], 1):
+                flags.append(f"sanity: at {eps:g}/255 ({loss}) more steps raise accuracy: "
+                             f"{a['accuracy']:.3f} with {a['steps']:g} -> "
+                             f"{b['accuracy']:.3f} with {b['steps']:g}")
+    return flags
+
+
+def evaluate_views(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                   runs: Sequence[AttackRun], views: Sequence[str] | None = None,
+                   **kw) -> list[dict]:
+    """:func:`pipeline.evaluate.robust.evaluate_robust` once per view, rows tagged ``view``.
+
+    Args:
+        model: the defended model (scored whole); plain models get one pass, view "".
+        views: subset of :data:`VIEWS` (default: :func:`available_views`).
+        kw: passed to ``evaluate_robust`` (batch_size, seed, device, extra_params).
+
+    Returns:
+        rows as ``evaluate_robust``'s plus ``view``; each view's clean row carries that
+        view's sanity-curve flags (:func:`sanity_curve_flags`).
+    """
+    from pipeline.evaluate.robust import evaluate_robust
+
+    views = list(views) if views is not None else available_views(model)
+    out: list[dict] = []
+    for view in views or [""]:
+        view_runs = with_view(runs, view) if view else list(runs)
+        rows = evaluate_robust(model, x, y, index, view_runs, **kw)
+        rows[0]["flags"] = list(rows[0]["flags"]) + sanity_curve_flags(rows)
+        out += [{**r, "view": view} for r in rows]
+    return out

@@ -1,0 +1,150 @@
+"""``run_sad_calibrate``: checkpoint + store -> SAD checkpoint; ``load_sad_model``.
+
+The output directory is a normal checkpoint (contracts.md) of the recalibrated network
+whose sidecar adds ``wrapper: {name: "sad", ratio, saliency, normalise, grad_mode,
+add_saliency, ...}`` and ``sad`` (the calibration config and the base model's identity),
+so ``pipeline.train.checkpoint.load_model`` returns the whole SAD module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.sad.calibrate import SADCalibration, calibrate
+from pipeline.sad.model import SADModel, SADSpec, spec_from_meta
+
+log = logging.getLogger(__name__)
+
+
+def _load_plain(model_dir, device, fingerprint=None) -> tuple[nn.Module, dict]:
+    """The checkpoint's network without any wrapper, and its sidecar."""
+    from pipeline.train.checkpoint import load_model
+
+    model, meta = load_model(model_dir, device=device,
+                             expect_dataset_fingerprint=fingerprint)
+    return getattr(model, "network", model), meta
+
+
+def _method_name(base_method: str | None, variant: str) -> str:
+    # AT+SAD keeps the base training method in its name (pgd_at_sad, trades_sad)
+    if base_method in (None, "", "standard"):
+        return variant
+    return f"{base_method}_{variant}"
+
+
+def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
+                      cfg: SADCalibration = SADCalibration(), *,
+                      device: str | torch.device = "auto", split: str = "train",
+                      overwrite: bool = False) -> dict:
+    """Calibrate SAD from the checkpoint ``model_dir`` on ``split`` of ``store``.
+
+    Args:
+        model_dir: run directory of the original model (standard, PGD-AT or TRADES).
+        store: the data set's Zarr store (its fingerprint must match the model's).
+        out: output run directory (a checkpoint with a ``wrapper`` block).
+        cfg: :class:`SADCalibration`.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        split: calibration split (the paper: the training set).
+        overwrite: replace an ``out`` made with another configuration.
+
+    Returns:
+        ``{"skipped", "out", "batches", "seconds", "method"}``.
+    """
+    from pipeline.cache.store import open_store, read_split, store_info
+    from pipeline.seed import resolve_device, seed_everything
+    from pipeline.train.checkpoint import read_sidecar, save_checkpoint
+
+    device = resolve_device(device)
+    out = Path(out)
+    base_sidecar = read_sidecar(model_dir)
+    if base_sidecar.get("wrapper"):
+        raise ValueError(f"{model_dir} is already a wrapped ({base_sidecar['wrapper'].get('name')})"
+                         " model; calibrate SAD from the plain checkpoint it was made from")
+    record = {"config": asdict(cfg), "variant": cfg.variant, "split": split,
+              "base_sha256": base_sidecar.get("sha256"), "base_run": Path(model_dir).name}
+    if (out / "model.json").is_file():
+        old = read_sidecar(out).get("sad") or {}
+        same = {k: old.get(k) for k in record} == json.loads(json.dumps(record, default=str))
+        if same and not overwrite:
+            log.info("%s already holds this SAD calibration: nothing to do", out)
+            return {"skipped": True, "out": str(out)}
+        if not overwrite:
+            raise FileExistsError(f"{out} holds another SAD calibration ({old.get('variant')}"
+                                  f", base {str(old.get('base_sha256'))[:12]}...); "
+                                  "use --overwrite to replace it")
+    group = open_store(store)
+    info = store_info(group)
+    model, meta = _load_plain(model_dir, device, info.get("fingerprint"))
+    arrays = read_split(group, split)
+    seed_everything(cfg.seed)
+    t0 = time.perf_counter()
+    network, used = calibrate(model, arrays.images, arrays.labels, cfg, device=device)
+    secs = time.perf_counter() - t0
+    wrapper = cfg.spec().to_dict()
+    new_meta = {k: v for k, v in meta.items()
+                if k not in ("sha256", "salpipe_version", "created", "wrapper")}
+    new_meta.update({
+        "method": _method_name(meta.get("method"), cfg.variant),
+        "params": {**(meta.get("params") or {}), "sad": wrapper},
+        "metrics": {**(meta.get("metrics") or {}), "sad_calibration_batches": used,
+                    "sad_calibration_seconds": secs},
+        "wrapper": wrapper, "sad": record,
+    })
+    # write into a temp sibling, then swap in: a crash never leaves a half SAD checkpoint
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        save_checkpoint(tmp, network, new_meta)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote SAD model %s (%s, %d batches, %.1f s)", out, cfg.variant, used, secs)
+    return {"skipped": False, "out": str(out), "batches": used, "seconds": secs,
+            "method": new_meta["method"]}
+
+
+def load_sad_model(model_dir: str | Path, device: str | torch.device = "cpu",
+                   grad_mode: str | None = None) -> tuple[SADModel, dict]:
+    """The SAD module of a ``sad-calibrate`` output and its sidecar.
+
+    Args:
+        model_dir: a SAD run directory (sidecar with ``wrapper.name == "sad"``).
+        grad_mode: override the recorded gradient mode (``exact`` | ``bpda``).
+
+    Raises:
+        ValueError: the checkpoint is not a SAD model.
+    """
+    network, meta = _load_plain(model_dir, device)
+    block = meta.get("wrapper") or {}
+    if block.get("name") != "sad":
+        raise ValueError(f"{model_dir} is not a SAD model (sidecar has no wrapper 'sad')")
+    spec = spec_from_meta(block)
+    if grad_mode is not None:
+        spec = SADSpec(**{**asdict(spec), "grad_mode": grad_mode})
+    return SADModel(network, spec).to(device).eval(), meta
+
+
+def wrapped_model_id(meta: dict) -> str:
+    """An identity for a wrapped model: sha256 of the weights' sha256 and the wrapper.
+
+    Two SAD variants can share weights (saliency-only = the base model's weights), so
+    the weights' sha256 alone does not identify what is evaluated.
+    """
+    block = meta.get("wrapper")
+    if not block:
+        return str(meta.get("sha256", ""))
+    text = json.dumps({"sha256": meta.get("sha256"), "wrapper": block}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

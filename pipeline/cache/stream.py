@@ -16,12 +16,11 @@ notes/peers.md). A ``chunks`` mode for larger-than-memory data registers another
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from pipeline.cache import layout
 from pipeline.registry import Registry
 from pipeline.train.method import Batch
 
@@ -126,6 +125,14 @@ class MemoryStream:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.seed, self.aug, self.drop_last = batch_size, seed, aug, drop_last
 
+    @classmethod
+    def from_store(cls, store, split: str, *, saliency: Sequence[str] = (),
+                   masks: Sequence[str] = (), **kw) -> "MemoryStream":
+        """Load ``split`` (and the named cached sources) of a zarr store into memory."""
+        images, labels = read_split_arrays(store, split)
+        sal, msk = read_sources(store, split, saliency, masks)
+        return cls(images, labels, saliency=sal, masks=msk, **kw)
+
     def _extra(self, name: str, arr, n: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(arr))
         if t.ndim == 3:
@@ -174,15 +181,25 @@ class MemoryStream:
 
 
 def read_split_arrays(store, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """``images`` uint8 ``[N,C,H,W]`` and ``labels`` ``[N]`` of ``split`` from a zarr group.
+    """``images`` uint8 ``[N,C,H,W]`` and ``labels`` ``[N]`` of ``split`` of a store.
 
     Raises:
-        KeyError: naming the split and the missing array.
+        KeyError: naming the missing split.
     """
-    out = []
-    for path in (layout.images_path(split), layout.labels_path(split)):
-        try:
-            out.append(np.asarray(store[path][...]))
-        except KeyError:
-            raise KeyError(f"store has no array {path!r} (split {split!r} missing?)") from None
-    return out[0], out[1]
+    from pipeline.cache.store import read_split
+
+    arrays = read_split(store, split)
+    return arrays.images, arrays.labels
+
+
+def read_sources(store, split: str, saliency: Sequence[str] = (),
+                 masks: Sequence[str] = ()) -> tuple[dict, dict]:
+    """Cached saliency maps (float ``[N,C,H,W]``) and salience masks (bool
+    ``[N,1,H,W]``) of the named sources; a missing source raises, naming it."""
+    if not saliency and not masks:
+        return {}, {}
+    from pipeline.cache.saliency_store import read_saliency
+
+    sal = {s: read_saliency(store, split, s, kind="map") for s in saliency}
+    msk = {s: np.asarray(read_saliency(store, split, s, kind="mask"))[:, None] for s in masks}
+    return sal, msk

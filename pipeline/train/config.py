@@ -94,6 +94,8 @@ class TrainConfig:
         eval_batch_size: batch size for the clean test accuracy after each epoch.
         test_split: split for that accuracy ("" = none).
         drop_last: drop the last partial training batch.
+        stream: how the training split is streamed (a ``pipeline.cache.stream.STREAMS``
+            name: ``memory`` loads it whole into RAM / device memory).
     """
 
     epochs: int = 10
@@ -107,6 +109,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     test_split: str = "test"
     drop_last: bool = False
+    stream: str = "memory"
     opt: OptConfig = field(default_factory=OptConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     aug: AugConfig = field(default_factory=AugConfig)
@@ -115,6 +118,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.bn_mode not in ("eval", "train"):
             raise ValueError(f"bn_mode must be eval or train, not {self.bn_mode!r}")
+        from pipeline.cache.stream import STREAMS
+
+        if self.stream not in STREAMS:
+            raise ValueError(f"stream {self.stream!r} unknown; known: {', '.join(STREAMS.names())}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1 "
                              f"(got {self.epochs}, {self.batch_size})")

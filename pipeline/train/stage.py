@@ -13,11 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import yaml
 
-from pipeline.cache.stream import MemoryStream, read_split_arrays
+from pipeline.cache.stream import STREAMS, read_split_arrays
 from pipeline.config import ConfigError, build_method, from_dict, to_dict
 from pipeline.models.prune import PruneConfig, apply_masks, magnitude_masks, sparsity
 from pipeline.seed import resolve_device, seed_everything
@@ -39,15 +38,9 @@ TEACHER_METHODS = {"std": "standard", "adv": "pgd_at", "sparse": "standard"}
 
 
 def open_train_store(store: str | Path):
-    """The zarr group of a prepared store (DATA helper's ``open_store`` when present)."""
-    try:
-        from pipeline.cache.store import open_store
-    except ImportError:  # the DATA helper's module not installed: read zarr directly
-        import zarr
+    """The zarr group of a prepared store (missing store or schema: clear error)."""
+    from pipeline.cache.store import open_store
 
-        if not Path(store).exists():
-            raise FileNotFoundError(f"store {store} not found") from None
-        return zarr.open_group(str(store), mode="r")
     return open_store(store, mode="r")
 
 
@@ -59,18 +52,13 @@ def _store_meta(group, store: str | Path) -> dict:
     return attrs
 
 
-def _load_sources(group, split: str, sources: Sequence[str], kind: str) -> tuple[dict, dict]:
-    """Cached saliency arrays (``kind`` map or mask) and their provenance, per source."""
+def _provenance(group, split: str, sources: Sequence[str]) -> dict:
+    """Provenance attrs of every cached saliency source the run reads."""
     if not sources:
-        return {}, {}
-    from pipeline.cache.saliency_store import read_saliency, source_provenance
+        return {}
+    from pipeline.cache.saliency_store import source_provenance
 
-    arrays, prov = {}, {}
-    for src in sources:
-        a = np.asarray(read_saliency(group, split, src, kind=kind))
-        arrays[src] = a[:, None] if kind == "mask" else a
-        prov[src] = source_provenance(group, split, src)
-    return arrays, prov
+    return {src: source_provenance(group, split, src) for src in sources}
 
 
 def finished_run(out: Path, meta: dict) -> bool:
@@ -118,9 +106,7 @@ def run_train(
             "dataset": attrs.get("dataset"), "dataset_fingerprint": attrs["fingerprint"],
             "method": method, "params": to_dict(spec), "train": to_dict(cfg),
             "store": str(store), "saliency_sources": {}, **(extra_meta or {})}
-    sal, prov = _load_sources(group, "train", saliency, "map")
-    msk, prov_m = _load_sources(group, "train", masks_from, "mask")
-    meta["saliency_sources"] = {**prov, **prov_m}
+    meta["saliency_sources"] = _provenance(group, "train", [*saliency, *masks_from])
     if finished_run(out, meta):
         log.info("%s already holds this finished run; nothing to do", out)
         return {"out": str(out), "skipped": True, "metrics": read_sidecar(out).get("metrics")}
@@ -133,10 +119,9 @@ def run_train(
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(dev)
-    images, labels = read_split_arrays(group, "train")
-    stream = MemoryStream(images, labels, batch_size=cfg.batch_size, seed=cfg.seed,
-                          device=dev, aug=cfg.aug, drop_last=cfg.drop_last,
-                          saliency=sal, masks=msk)
+    stream = STREAMS.get(cfg.stream).from_store(
+        group, "train", saliency=saliency, masks=masks_from, batch_size=cfg.batch_size,
+        seed=cfg.seed, device=dev, aug=cfg.aug, drop_last=cfg.drop_last)
     test = None
     if cfg.test_split:
         x_t, y_t = read_split_arrays(group, cfg.test_split)

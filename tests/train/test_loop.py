@@ -165,3 +165,23 @@ def test_sparse_teacher_holds_mask(tiny_store, tmp_path):
     kept_changed = any(not torch.equal(weights[n][m == 1], prunable(dense)[n][m == 1])
                        for n, m in masks.items())
     assert kept_changed  # and the rest was fine-tuned
+
+
+def test_bf16_channels_last_and_adam_run(tiny_store, tmp_path):
+    cfg = train_config_from({**CFG, "epochs": 1, "bf16": True, "channels_last": True,
+                             "bn_mode": "train", "opt": {"name": "adam", "lr": 1e-3},
+                             "sched": {"name": "onecycle"}})
+    res = run_train(tiny_store, "trades", {"steps": 1}, cfg, tmp_path / "r")
+    assert res["metrics"]["loss"] > 0
+    model, side = load_model(tmp_path / "r")
+    assert side["train"]["bn_mode"] == "train" and side["train"]["bf16"] is True
+
+
+@pytest.mark.gpu
+def test_cuda_run(tiny_store, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cfg = train_config_from({**CFG, "device": "cuda", "bf16": True, "channels_last": True})
+    run_train(tiny_store, METHOD, PARAMS, cfg, tmp_path / "g")
+    model, _ = load_model(tmp_path / "g", device="cuda")
+    assert next(model.parameters()).is_cuda

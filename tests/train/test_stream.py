@@ -74,3 +74,50 @@ def test_bad_extra_shape_named(tiny_store):
         MemoryStream(images, labels, batch_size=4, saliency={"bad.map": images[:3] * 1.0})
     with pytest.raises(KeyError, match="val"):
         read_split_arrays(zarr.open_group(str(tiny_store), mode="r"), "val")
+
+
+def _write_self_source(store_path):
+    """A cached source whose map is each image itself and whose mask thresholds it."""
+    import zarr
+
+    from pipeline.cache import layout
+    from pipeline.cache.bits import pack_bits
+
+    root = zarr.open_group(str(store_path), mode="r+")
+    images = np.asarray(root[layout.images_path("train")][...])
+    grp = root.require_group(layout.saliency_group("train", "self.map"))
+    grp.create_array("map", data=images.astype(np.float16), chunks=(32, *images.shape[1:]))
+    grp.create_array("mask", data=pack_bits(images[:, 0] > 127), chunks=(32, 32))
+    grp.attrs.update({"method": "identity", "complete": True, "chunks_done": [0, 1],
+                      "dataset_fingerprint": root.attrs["fingerprint"]})
+    return images
+
+
+def test_from_store_reads_cached_sources_aligned(tiny_store):
+    pytest.importorskip("pipeline.cache.saliency_store")
+    _write_self_source(tiny_store)
+    stream = MemoryStream.from_store(str(tiny_store), "train", saliency=["self.map"],
+                                     masks=["self.map"], batch_size=8, seed=0,
+                                     aug=AugConfig(crop_padding=3, flip=True))
+    for batch in stream.batches(0):
+        x255 = batch.x * 255
+        assert torch.equal(batch.saliency["self.map"], x255)
+        assert batch.masks["self.map"].shape == (len(batch.y), 1, 16, 16)
+        assert torch.equal(batch.masks["self.map"], x255[:, :1] > 127)
+
+
+def test_run_records_source_provenance(tiny_store, tmp_path):
+    pytest.importorskip("pipeline.cache.saliency_store")
+    import json
+
+    from pipeline.train.config import train_config_from
+    from pipeline.train.stage import run_train
+
+    _write_self_source(tiny_store)
+    cfg = train_config_from({"epochs": 1, "batch_size": 32, "device": "cpu",
+                             "net": {"arch": "small_cnn", "width": 8}})
+    run_train(tiny_store, "standard", {}, cfg, tmp_path / "r", saliency=["self.map"])
+    side = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert side["saliency_sources"]["self.map"]["method"] == "identity"
+    with pytest.raises(Exception, match="nope.gbp"):
+        run_train(tiny_store, "standard", {}, cfg, tmp_path / "q", saliency=["nope.gbp"])

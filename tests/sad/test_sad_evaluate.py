@@ -1,0 +1,97 @@
+"""Attack views (what the attack differentiates) and the sanity-curve flags."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pipeline.evaluate.presets import AttackRun
+from pipeline.sad.evaluate import (ViewAttack, available_views, evaluate_views,
+                                   sanity_curve_flags, view_model, with_view)
+from pipeline.sad.model import SADModel, SADSpec
+
+
+class Spy:
+    """An attack that records the model it was handed and returns x."""
+
+    steps = 3
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, model, x, y, **kw):
+        self.seen.append(model)
+        return x
+
+
+def test_view_model_and_view_attack(bn_model):
+    sad = SADModel(bn_model, SADSpec())
+    assert view_model(sad, "nonadaptive") is bn_model
+    assert view_model(sad, "adaptive").spec.grad_mode == "exact"
+    bpda = view_model(sad, "adaptive_bpda")
+    assert bpda.spec.grad_mode == "bpda" and bpda.network is bn_model
+    spy = Spy()
+    ViewAttack(spy, "nonadaptive")(sad, torch.rand(1, 3, 16, 16), torch.zeros(1).long())
+    assert spy.seen == [bn_model] and ViewAttack(spy, "adaptive").steps == 3
+    with pytest.raises(ValueError, match="inner"):
+        view_model(bn_model, "nonadaptive")
+    with pytest.raises(ValueError, match="view must be"):
+        view_model(sad, "sideways")
+    assert available_views(bn_model) == []
+    assert available_views(sad) == ["adaptive", "adaptive_bpda", "nonadaptive"]
+    gbp = SADModel(bn_model, SADSpec(saliency="gbp", grad_mode="bpda"))
+    assert available_views(gbp) == ["adaptive_bpda", "nonadaptive"]
+
+
+def test_views_give_different_gradients(bn_model):
+    sad = SADModel(bn_model, SADSpec(ratio=0.8))
+    x = torch.rand(3, 3, 16, 16)
+    y = bn_model(x).argmax(1)
+    grads = {}
+    for view in ("adaptive", "adaptive_bpda", "nonadaptive"):
+        xi = x.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(view_model(sad, view)(xi), y)
+        grads[view] = torch.autograd.grad(loss, xi)[0]
+    assert not torch.allclose(grads["adaptive"], grads["nonadaptive"])
+    assert not torch.allclose(grads["adaptive_bpda"], grads["nonadaptive"])
+
+
+def test_evaluate_views_tags_rows_and_scores_the_whole_defence(bn_model):
+    sad = SADModel(bn_model, SADSpec(ratio=0.8)).eval()
+    x, y = torch.rand(6, 3, 16, 16), torch.arange(6) % 4
+    runs = [AttackRun("pgd2", "pgd", 8 / 255, {"steps": 2})]
+    assert [r.view for r in with_view(runs, "nonadaptive")] == ["nonadaptive"]
+    rows = evaluate_views(sad, x, y, torch.arange(6), runs, batch_size=4)
+    assert sorted({r["view"] for r in rows}) == ["adaptive", "adaptive_bpda", "nonadaptive"]
+    clean = {r["view"]: r["accuracy"] for r in rows if r["attack"] == "clean"}
+    with torch.no_grad():
+        expected = (sad(x).argmax(1) == y).float().mean().item()
+    assert all(math.isclose(v, expected) for v in clean.values())
+    for r in rows:
+        if r["attack"] == "pgd2":
+            assert r["accuracy"] <= clean[r["view"]] + 1e-9
+    plain = evaluate_views(bn_model, x, y, torch.arange(6), runs, batch_size=4)
+    assert {r["view"] for r in plain} == {""}
+
+
+def _row(eps, steps, acc, loss="ce", n=100):
+    return {"attack_name": "pgd", "metric": "accuracy", "eps": eps / 255, "steps": steps,
+            "restarts": 1.0, "accuracy": acc, "n": n,
+            "attack_params": json.dumps({"steps": steps, "loss": loss})}
+
+
+def test_sanity_curve_flags():
+    sane = [_row(4, 20, 0.4), _row(8, 20, 0.2), _row(16, 20, 0.05), _row(32, 20, 0.0),
+            _row(8, 5, 0.3), _row(8, 50, 0.19), _row(8, 100, 0.19)]
+    assert sanity_curve_flags(sane) == []
+    bad = [_row(4, 20, 0.4), _row(8, 20, 0.5), _row(32, 20, 0.3), _row(8, 100, 0.6)]
+    flags = sanity_curve_flags(bad)
+    assert any("rises with eps" in f for f in flags)
+    assert any("does not approach 0" in f for f in flags)
+    assert any("more steps raise accuracy" in f for f in flags)
+    # one example (1/n) of noise is tolerated; other losses are separate curves
+    assert sanity_curve_flags([_row(4, 20, 0.40), _row(8, 20, 0.41)]) == []
+    assert sanity_curve_flags([_row(8, 20, 0.2), _row(8, 50, 0.5, loss="cw")]) == []

@@ -1,0 +1,102 @@
+"""sad-calibrate through the CLI, the SAD checkpoint format, load_sad_model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.sad import SADModel, load_sad_model
+
+
+def _run(*args):
+    from cli import main
+
+    return CliRunner().invoke(main, ["--device", "cpu", "sad-calibrate", *map(str, args)],
+                              catch_exceptions=False)
+
+
+def test_cli_calibrates_writes_a_sad_checkpoint_and_is_idempotent(tmp_path, store,
+                                                                   checkpoint):
+    out = tmp_path / "small_sad"
+    args = ["--model", checkpoint, "--store", store, "--out", out, "--ratio", "0.7",
+            "-p", "steps=2", "-p", "eps=4/255", "--batch-size", "16", "--batches", "2"]
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    assert "wrote sad" in res.output
+    side = json.loads((out / "model.json").read_text())
+    assert side["wrapper"] == {"name": "sad", "ratio": 0.7, "saliency": "grad",
+                               "saliency_params": {}, "normalise": "maxabs",
+                               "grad_mode": "exact", "add_saliency": True}
+    assert side["method"] == "sad" and side["arch"] == "small_cnn"
+    assert side["sad"]["config"]["attack_params"] == {"steps": 2, "eps": "4/255"}
+    assert side["sad"]["base_run"] == checkpoint.name
+    assert side["metrics"]["sad_calibration_batches"] == 2
+
+    model, meta = load_sad_model(out, grad_mode="bpda")
+    assert isinstance(model, SADModel) and model.spec.grad_mode == "bpda"
+    assert model.spec.ratio == 0.7 and not model.training
+    base, _ = load_sad_model(out)
+    # same weights as the base, other BN statistics
+    plain = torch.load(checkpoint / "model.pt", weights_only=True)
+    new = torch.load(out / "model.pt", weights_only=True)
+    assert torch.equal(plain["fc.weight"], new["fc.weight"])
+    assert not torch.equal(plain["body.1.running_mean"], new["body.1.running_mean"])
+
+    again = _run(*args)
+    assert again.exit_code == 0 and "skipped" in again.output
+    other = _run(*args[:-2], "--batches", "1")
+    assert other.exit_code != 0 and "--overwrite" in other.output
+    assert _run(*args[:-2], "--batches", "1", "--overwrite").exit_code == 0
+
+
+def test_cli_ablations_record_their_variant(tmp_path, store, checkpoint):
+    for flag, variant in (("--no-bn-update", "sad_saliency_only"),
+                          ("--no-saliency", "sad_bn_only")):
+        out = tmp_path / variant
+        res = _run("--model", checkpoint, "--store", store, "--out", out, flag,
+                   "-p", "steps=1", "--batches", "1", "--batch-size", "16")
+        assert res.exit_code == 0, res.output
+        side = json.loads((out / "model.json").read_text())
+        assert side["method"] == variant and side["sad"]["variant"] == variant
+        assert side["wrapper"]["add_saliency"] is (variant != "sad_bn_only")
+
+
+def test_cli_errors_are_clear(tmp_path, store, checkpoint):
+    res = _run("--model", tmp_path / "missing", "--store", store, "--out", tmp_path / "o")
+    assert res.exit_code != 0 and "missing" in res.output
+    res = _run("--model", checkpoint, "--store", store, "--out", tmp_path / "o",
+               "--no-bn-update", "--no-saliency")
+    assert res.exit_code != 0 and "neither" in res.output
+    res = _run("--model", checkpoint, "--store", store, "--out", tmp_path / "o",
+               "--attack", "nope")
+    assert res.exit_code != 0 and "unknown attack" in res.output
+
+
+def test_at_sad_keeps_the_base_method_and_refuses_rewrapping(tmp_path, store, checkpoint):
+    side = json.loads((checkpoint / "model.json").read_text())
+    side["method"] = "pgd_at"
+    (checkpoint / "model.json").write_text(json.dumps(side))
+    out = tmp_path / "at_sad"
+    assert _run("--model", checkpoint, "--store", store, "--out", out, "-p", "steps=1",
+                "--batches", "1", "--batch-size", "16").exit_code == 0
+    assert json.loads((out / "model.json").read_text())["method"] == "pgd_at_sad"
+    res = _run("--model", out, "--store", store, "--out", tmp_path / "twice")
+    assert res.exit_code != 0 and "already a wrapped" in res.output
+
+
+def test_load_sad_model_refuses_a_plain_checkpoint(checkpoint):
+    with pytest.raises(ValueError, match="not a SAD model"):
+        load_sad_model(checkpoint)
+
+
+def test_wrap_model_hook(bn_model):
+    from pipeline.models.wrappers import wrap_model
+
+    assert wrap_model(bn_model, {}) is bn_model
+    sad = wrap_model(bn_model, {"wrapper": {"name": "sad", "ratio": 0.5}})
+    assert isinstance(sad, SADModel) and sad.network is bn_model and sad.spec.ratio == 0.5
+    with pytest.raises(ValueError, match="wrapper"):
+        wrap_model(bn_model, {"wrapper": {"ratio": 0.5}})

@@ -15,3 +15,4 @@ from pipeline.train import (  # noqa: E402,F401  (registers)
 from pipeline.train.method import Batch, StepContext, TrainingMethod  # noqa: E402
 
 __all__ = ["TRAINING", "Batch", "StepContext", "TrainingMethod"]
+from pipeline.train import sat, pgd_sat, trades_sat, sip_at, int_family, fat, part  # noqa: E402,F401,I001

@@ -1,0 +1,176 @@
+"""Saliency-based adversarial training, SAT (paper 000, Alg. 1 and Eq. 9-10).
+
+Per element ``i`` of the input, ``delta[i] = z[i]`` (a random +-1) with probability
+``alpha ** epoch`` and ``-t(s)[i]`` otherwise; the model trains on
+``clip(x + eps0 * delta, 0, 1)``. ``s`` is a cached saliency map of a teacher (or the
+weak saliency of Eq. 10, +1 on the object and -1 elsewhere, cached as the annotation
+sources ``annotation.mask`` / ``annotation.bbox``) and ``t`` the map transform.
+
+The public code (``Puneet2000/SAT_ECML2020``, notes/peers.md A.2) writes the same rule
+as ``x - eps * g`` where ``g`` takes the map with probability ``1 - 0.6 ** (epoch / 10)``
+and a random sign otherwise, drawn per tensor element (a Bernoulli per element, as
+here): ``0.6 ** (epoch / 10) = alpha ** epoch`` with ``alpha = 0.6 ** (1 / 10)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.config import budget_field
+from pipeline.train import TRAINING
+from pipeline.train.method import Batch, StepContext, TrainingMethod
+
+TRANSFORMS = ("sign", "minmax", "raw")
+DEFAULT_ALPHA = 0.6 ** (1 / 10)
+
+
+def transform_map(s: torch.Tensor, how: str) -> torch.Tensor:
+    """The map transform ``t`` of SAT, per image, idempotent (``t(t(s)) = t(s)``).
+
+    ``sign`` (the paper; the public code's GBP): -1/0/+1. ``minmax`` (the public code's
+    SmoothGrad, IG and Grad-CAM++ maps): each image's map to [0, 1], so those variants
+    only darken. ``raw``: the map itself, clipped to [-1, 1] so every perturbation stays
+    within ``eps0`` (annotation sources are already +-1).
+
+    Shape:
+        s: ``[B, C', H, W]`` float; returns the same shape, float32.
+    """
+    s = s.float()
+    if how == "sign":
+        return s.sign()
+    if how == "minmax":
+        flat = s.reshape(s.shape[0], -1)
+        lo = flat.amin(1, keepdim=True)
+        rng = flat.amax(1, keepdim=True) - lo
+        return ((flat - lo) / torch.where(rng > 0, rng, torch.ones_like(rng))).view_as(s)
+    if how == "raw":
+        return s.clamp(-1, 1)
+    raise ValueError(f"SAT transform must be one of {TRANSFORMS}, not {how!r}")
+
+
+def noise_probability(alpha: float, epoch: int) -> float:
+    """``alpha ** epoch``: the per-element probability of a random sign at ``epoch``."""
+    return float(alpha) ** int(epoch)
+
+
+def pick_sources(saliency: dict[str, torch.Tensor], generator: torch.Generator | None,
+                 batch_size: int) -> torch.Tensor:
+    """One map per image, each image drawing one of the sources uniformly (Table 7).
+
+    Returns:
+        ``[B, C', H, W]`` float; with one source, that source's maps.
+    """
+    if not saliency:
+        raise ValueError("SAT needs at least one saliency source in batch.saliency "
+                         "(salpipe train --saliency SOURCE)")
+    maps = [saliency[k] for k in sorted(saliency)]
+    if len(maps) == 1:
+        return maps[0]
+    shapes = {tuple(m.shape) for m in maps}
+    if len(shapes) != 1:  # e.g. a 1-channel Grad-CAM++ next to a 3-channel GBP
+        c = max(m.shape[1] for m in maps)
+        maps = [m.expand(-1, c, -1, -1) for m in maps]
+    stack = torch.stack(maps)  # [K, B, C, H, W]
+    dev = stack.device
+    gdev = generator.device if generator is not None else dev
+    choice = torch.randint(len(maps), (batch_size,), generator=generator, device=gdev).to(dev)
+    return stack[choice, torch.arange(batch_size, device=dev)]
+
+
+def sat_direction(s: torch.Tensor, x: torch.Tensor, noise_prob: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Eq. 9: per element ``z`` (random +-1) with probability ``noise_prob``, else ``-s``.
+
+    Args:
+        s: transformed map ``[B, C', H, W]`` (C' 1 or C, broadcast to x).
+        x: the images (shape, device and dtype of the result).
+        noise_prob: ``alpha ** epoch``. generator: the method's RNG (ctx.generator).
+    """
+    gdev = generator.device if generator is not None else x.device
+    u = torch.rand((2,) + tuple(x.shape), generator=generator, device=gdev).to(x.device)
+    z = torch.where(u[0] < 0.5, -1.0, 1.0).to(x.dtype)
+    take_noise = u[1] < noise_prob
+    return torch.where(take_noise, z, -s.expand_as(x).to(x.dtype))
+
+
+def sat_step(x: torch.Tensor, saliency: dict[str, torch.Tensor], *, eps0: float,
+             noise_prob: float, transform: str,
+             generator: torch.Generator | None) -> torch.Tensor:
+    """``eps0 * delta`` with delta from Eq. 9 (one source per image), before clipping."""
+    s = transform_map(pick_sources(saliency, generator, x.shape[0]), transform)
+    return eps0 * sat_direction(s, x, noise_prob, generator)
+
+
+def sat_perturb(x: torch.Tensor, saliency: dict[str, torch.Tensor], *, eps0: float,
+                noise_prob: float, transform: str,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """``clip(x + eps0 * delta, 0, 1)`` with delta from Eq. 9 (one source per image)."""
+    step = sat_step(x, saliency, eps0=eps0, noise_prob=noise_prob, transform=transform,
+                    generator=generator)
+    return (x + step).clamp(0, 1).detach()
+
+
+@dataclass(frozen=True)
+class SATSchedule:
+    """The shared SAT knobs (mixed into ``sat``, ``pgd_sat`` and ``trades_sat``)."""
+
+    eps0: float = budget_field(8 / 255)
+    alpha: float = DEFAULT_ALPHA
+    short_schedule: bool = False
+    transform: str = "sign"
+
+    def check_sat(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, not {self.transform!r}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+    def effective_alpha(self, epochs: int) -> float:
+        """``alpha``, or ``0.6 ** (20 / epochs)`` with ``short_schedule`` (so a run of any
+        length ends as far into the schedule as the paper's 200 epochs)."""
+        return 0.6 ** (20 / max(int(epochs), 1)) if self.short_schedule else self.alpha
+
+    def sat_delta(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        """``eps0 * delta`` at ``ctx.epoch`` (before clipping to [0, 1])."""
+        p = noise_probability(self.effective_alpha(ctx.epochs), ctx.epoch)
+        return sat_step(batch.x, batch.saliency, eps0=self.eps0, noise_prob=p,
+                        transform=self.transform, generator=ctx.generator)
+
+    def sat_input(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        """The SAT-perturbed batch ``clip(x + eps0 * delta, 0, 1)`` at ``ctx.epoch``."""
+        return (batch.x + self.sat_delta(batch, ctx)).clamp(0, 1).detach()
+
+    def prepare_saliency(self, name: str, arr):
+        """Applied once to each loaded source (numpy ``[N, C, H, W]``): ``t`` in float16;
+        ``t`` is idempotent, so the per-batch ``t`` of :meth:`sat_input` is a no-op then."""
+        t = transform_map(torch.as_tensor(arr), self.transform)
+        return t.to(torch.float16).numpy()
+
+
+@TRAINING.register("sat")
+@dataclass(frozen=True)
+class SAT(SATSchedule, TrainingMethod):
+    """``CE(model(clip(x + eps0 * delta)), y)``, delta of Eq. 9 (see module docstring).
+
+    Args:
+        eps0: perturbation size (8/255). alpha: ``0.6 ** (1/10)``; the random-sign
+            probability at 0-based epoch ``t`` is ``alpha ** t``.
+        short_schedule: use ``alpha = 0.6 ** (20 / epochs)`` instead (recorded).
+        transform: ``sign`` (paper), ``minmax`` (public code, non-GBP maps) or ``raw``.
+
+    Several ``--saliency`` sources: each image draws one per step (paper 000, Table 7).
+    Costs one forward/backward per batch, like standard training.
+    """
+
+    needs_saliency = True
+    saliency_kind = "map"
+
+    def __post_init__(self):
+        self.check_sat()
+
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        return F.cross_entropy(model(self.sat_input(batch, ctx)), batch.y)

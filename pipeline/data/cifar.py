@@ -30,6 +30,7 @@ _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
 }
 
 
@@ -84,34 +85,37 @@ class _CifarBase(DatasetAdapter):
         key = self._label_key().replace("labels", "label_names")
         if key not in meta:
             raise DataError(f"{self._dir() / self.meta_file} has no {key!r}")
-        return [str(n) for n in meta[key]]
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[key]]
 
     def splits(self) -> list[str]:
         return list(self.files)
 
     @functools.cached_property
-    def _data(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        out = {}
-        for i, split in enumerate(self.files):
-            xs, ys = [], []
-            for path in self._files(split):
-                d = load_pickle(path)
-                if "data" not in d or self._label_key() not in d:
-                    raise DataError(f"{path} lacks 'data' or {self._label_key()!r}")
-                x = np.asarray(d["data"], np.uint8)
-                y = np.asarray(d[self._label_key()], np.int64)
-                if x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
-                    raise DataError(f"{path}: data {x.shape} / labels {y.shape}, "
-                                    "expected [N, 3072] and [N]")
-                xs.append(x)
-                ys.append(y)
-            x, y = np.concatenate(xs), np.concatenate(ys)
-            keep = subsample(len(x), self.limit, self.seed + i)
-            out[split] = (x[keep].reshape(-1, 3, 32, 32), y[keep])
-        return out
+    def _loaded(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {}  # split -> (images [N,3,32,32], labels [N]), filled on first use
+
+    def _data(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split in self._loaded:
+            return self._loaded[split]
+        xs, ys = [], []
+        for path in self._files(split):
+            d = load_pickle(path)
+            if "data" not in d or self._label_key() not in d:
+                raise DataError(f"{path} lacks 'data' or {self._label_key()!r}")
+            x = np.asarray(d["data"], np.uint8)
+            y = np.asarray(d[self._label_key()], np.int64)
+            if x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
+                raise DataError(f"{path}: data {x.shape} / labels {y.shape}, "
+                                "expected [N, 3072] and [N]")
+            xs.append(x)
+            ys.append(y)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        keep = subsample(len(x), self.limit, self.seed + self.splits().index(split))
+        self._loaded[split] = (x[keep].reshape(-1, 3, 32, 32), y[keep])
+        return self._loaded[split]
 
     def split_size(self, split: str) -> int:
-        return len(self._data[self.check_split(split)][1])
+        return len(self._data(self.check_split(split))[1])
 
     def has_masks(self) -> bool:
         return False
@@ -120,7 +124,7 @@ class _CifarBase(DatasetAdapter):
         return False
 
     def iter_blocks(self, split: str, block: int) -> Iterator[Block]:
-        x, y = self._data[self.check_split(split)]
+        x, y = self._data(self.check_split(split))
         bad = (y < 0) | (y >= len(self.classes()))
         if bad.any():
             raise DataError(f"{split} label {y[bad][0]} out of range in {self._files(split)}")

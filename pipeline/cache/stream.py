@@ -127,10 +127,13 @@ class MemoryStream:
 
     @classmethod
     def from_store(cls, store, split: str, *, saliency: Sequence[str] = (),
-                   masks: Sequence[str] = (), **kw) -> "MemoryStream":
-        """Load ``split`` (and the named cached sources) of a zarr store into memory."""
+                   masks: Sequence[str] = (), prepare=None, **kw) -> "MemoryStream":
+        """Load ``split`` (and the named cached sources) of a zarr store into memory;
+        ``prepare(name, array)``, when given, transforms each map source once."""
         images, labels = read_split_arrays(store, split)
         sal, msk = read_sources(store, split, saliency, masks)
+        if prepare is not None:
+            sal = {k: prepare(k, v) for k, v in sal.items()}
         return cls(images, labels, saliency=sal, masks=msk, **kw)
 
     def _extra(self, name: str, arr, n: int, dtype: torch.dtype | None = None) -> torch.Tensor:

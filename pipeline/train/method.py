@@ -58,9 +58,18 @@ class TrainingMethod:
 
     ``needs_saliency`` is True for stage-two methods that read ``batch.saliency`` /
     ``batch.masks``; the stage refuses to start them without a source.
+    ``saliency_kind`` says where the stage puts the sources named on the command line:
+    ``map`` (cached maps -> ``batch.saliency``) or ``mask`` (cached salience masks ->
+    ``batch.masks``).
     """
 
     needs_saliency: bool = False
+    saliency_kind: str = "map"
+
+    def prepare_saliency(self, name: str, arr):
+        """Applied once to each loaded map source (numpy ``[N, C, H, W]``) before
+        streaming, e.g. a per-image transform; default: unchanged."""
+        return arr
 
     def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
         """Scalar loss of one batch; ``model`` is in train mode when this is called."""

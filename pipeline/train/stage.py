@@ -86,8 +86,11 @@ def run_train(
     Args:
         store: the prepared zarr store. method, params: registry name and parameters.
         cfg: training config. out: run directory. device: overrides ``cfg.device``.
-        saliency: cached sources read as maps into ``batch.saliency`` (stage two).
-        masks_from: cached sources read as salience masks into ``batch.masks``.
+        saliency: cached sources the method reads (stage two): maps into
+            ``batch.saliency``, or salience masks into ``batch.masks`` when the method's
+            ``saliency_kind`` is ``mask``. Each map goes through the method's
+            ``prepare_saliency`` once after loading.
+        masks_from: further cached sources read as salience masks into ``batch.masks``.
         init_state: start from these weights (e.g. a pruned dense model).
         masks: parameter name -> 0/1 mask held during training (sparse fine-tuning).
         extra_meta: more sidecar fields (part of the run's identity).
@@ -101,6 +104,8 @@ def run_train(
     spec = build_method(TRAINING, method, params, f"method {method}")
     if spec.needs_saliency and not (saliency or masks_from):
         raise ConfigError(f"method {method!r} needs saliency sources (--saliency); none given")
+    if getattr(spec, "saliency_kind", "map") == "mask":
+        saliency, masks_from = (), (*saliency, *masks_from)
     meta = {"arch": cfg.net.arch, "width": cfg.net.width, "num_classes": int(attrs["num_classes"]),
             "mean": list(attrs["mean"]), "std": list(attrs["std"]),
             "dataset": attrs.get("dataset"), "dataset_fingerprint": attrs["fingerprint"],
@@ -120,7 +125,8 @@ def run_train(
         model.load_state_dict(init_state)
     model.to(dev)
     stream = STREAMS.get(cfg.stream).from_store(
-        group, "train", saliency=saliency, masks=masks_from, batch_size=cfg.batch_size,
+        group, "train", saliency=saliency, masks=masks_from, prepare=spec.prepare_saliency,
+        batch_size=cfg.batch_size,
         seed=cfg.seed, device=dev, aug=cfg.aug, drop_last=cfg.drop_last)
     test = None
     if cfg.test_split:

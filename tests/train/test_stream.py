@@ -121,3 +121,52 @@ def test_run_records_source_provenance(tiny_store, tmp_path):
     assert side["saliency_sources"]["self.map"]["method"] == "identity"
     with pytest.raises(Exception, match="nope.gbp"):
         run_train(tiny_store, "standard", {}, cfg, tmp_path / "q", saliency=["nope.gbp"])
+
+
+def test_stage_routes_sources_by_kind_and_prepares_maps(tiny_store, tmp_path):
+    """``saliency_kind`` routes --saliency sources; ``prepare_saliency`` runs once."""
+    pytest.importorskip("pipeline.cache.saliency_store")
+    from dataclasses import dataclass
+
+    import torch.nn.functional as F
+
+    from pipeline.train import TRAINING, TrainingMethod
+    from pipeline.train.config import train_config_from
+    from pipeline.train.stage import run_train
+
+    seen = []
+
+    @dataclass(frozen=True)
+    class Probe(TrainingMethod):
+        kind: str = "map"
+        needs_saliency = True
+
+        @property
+        def saliency_kind(self):
+            return self.kind
+
+        def prepare_saliency(self, name, arr):
+            return -arr
+
+        def batch_loss(self, model, batch, ctx):
+            seen.append((sorted(batch.saliency), sorted(batch.masks)))
+            if self.kind == "map":
+                assert torch.equal(batch.saliency["self.map"], -batch.x * 255)
+            else:
+                assert torch.equal(batch.masks["self.map"], batch.x[:, :1] * 255 > 127)
+            return F.cross_entropy(model(batch.x), batch.y)
+
+    _write_self_source(tiny_store)
+    cfg = train_config_from({"epochs": 1, "batch_size": 32, "device": "cpu",
+                             "aug": {"crop_padding": 2, "flip": True},
+                             "net": {"arch": "small_cnn", "width": 8}})
+    TRAINING.register("zz_probe")(Probe)
+    try:
+        with pytest.raises(Exception, match="needs saliency"):
+            run_train(tiny_store, "zz_probe", {}, cfg, tmp_path / "none")
+        run_train(tiny_store, "zz_probe", {}, cfg, tmp_path / "m", saliency=["self.map"])
+        run_train(tiny_store, "zz_probe", {"kind": "mask"}, cfg, tmp_path / "k",
+                  saliency=["self.map"])
+    finally:
+        TRAINING._items.pop("zz_probe")
+    assert seen[0] == (["self.map"], []) and seen[-1] == ([], ["self.map"])

@@ -1,0 +1,206 @@
+"""The ``chunks`` stream mode: data sets larger than memory, read a chunk at a time.
+
+Per epoch the chunks of the split are visited in a random order; groups of
+``buffer_chunks`` consecutive chunks of that order form a shuffle buffer whose images are
+permuted together, and batches are consecutive slices of the resulting order. A
+background thread reads the chunks (images, labels and every extra: maps, masks) in the
+order they are needed, ``prefetch`` ahead, so reading overlaps training; a read is always
+a whole chunk (one contiguous slice of every array), never one random index per image.
+
+Everything random is a function of ``(seed, epoch, batch)`` as in the memory stream, so
+a run resumed at batch ``k`` sees the same batches; the augmentation is the memory
+stream's :func:`~pipeline.cache.stream.augment` (one crop and flip per image applied to
+the image and to every extra alike) with the same per-batch generator.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from pipeline.cache.stream import STREAMS, AugConfig, augment, batch_seed
+from pipeline.train.method import Batch
+
+Reader = Any  # an array-like sliced as ``arr[a:b]`` or a callable ``(a, b) -> array``
+
+
+def _read(reader: Reader, a: int, b: int) -> np.ndarray:
+    return np.asarray(reader(a, b) if callable(reader) else reader[a:b])
+
+
+def epoch_order(n: int, chunk: int, buffer_chunks: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's image order: chunks shuffled, then images shuffled within each group of
+    ``buffer_chunks`` consecutive chunks of that order (deterministic)."""
+    n_chunks = -(-n // chunk)
+    g = torch.Generator().manual_seed(batch_seed(seed, epoch, -2))
+    chunk_perm = torch.randperm(n_chunks, generator=g).numpy()
+    parts = []
+    for gi in range(0, n_chunks, buffer_chunks):
+        idx = np.concatenate([np.arange(c * chunk, min((c + 1) * chunk, n))
+                              for c in chunk_perm[gi:gi + buffer_chunks]])
+        p = torch.randperm(len(idx), generator=g).numpy()
+        parts.append(idx[p])
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+@STREAMS.register("chunks")
+class ChunkStream:
+    """Batches read chunk by chunk with a shuffle buffer and a prefetch thread.
+
+    Args:
+        images: uint8 ``[N, C, H, W]`` reader (a zarr array, or ``(a, b) -> array``).
+        labels: integer ``[N]`` (read whole: small).
+        chunk: images per read (the store's chunk length, so a read decodes whole chunks).
+        batch_size, seed, device, aug, drop_last: as :class:`~pipeline.cache.stream.MemoryStream`.
+        saliency: source -> reader of float ``[N, C', H, W]``; masks: source -> reader of
+            bool ``[N, 1, H, W]`` (``[N, H, W]`` accepted).
+        buffer_chunks: chunks shuffled together (4). prefetch: chunks read ahead (2).
+        shape: ``(N, C, H, W)`` when ``images`` is a callable.
+
+    Shape (per batch):
+        ``Batch.x`` float ``[B, C, H, W]`` in [0, 1]; ``y``, ``index`` long ``[B]``.
+    """
+
+    def __init__(self, images: Reader, labels, *, chunk: int, batch_size: int,
+                 seed: int = 0, device: str | torch.device = "cpu",
+                 aug: AugConfig = AugConfig(), drop_last: bool = False,
+                 saliency: Mapping[str, Reader] | None = None,
+                 masks: Mapping[str, Reader] | None = None,
+                 buffer_chunks: int = 4, prefetch: int = 2,
+                 shape: tuple[int, int, int, int] | None = None):
+        self.images, self.shape = images, tuple(shape or images.shape)
+        self.labels = torch.as_tensor(np.asarray(labels)).long()
+        if len(self.shape) != 4 or self.labels.shape != (self.shape[0],):
+            raise ValueError(f"images {self.shape} and labels {tuple(self.labels.shape)} "
+                             "do not match ([N, C, H, W] and [N])")
+        if min(chunk, batch_size, buffer_chunks, prefetch) < 1:
+            raise ValueError("chunk, batch_size, buffer_chunks and prefetch must be >= 1")
+        self.saliency, self.masks = dict(saliency or {}), dict(masks or {})
+        self.chunk, self.batch_size, self.seed = int(chunk), int(batch_size), seed
+        self.device, self.aug, self.drop_last = torch.device(device), aug, drop_last
+        self.buffer_chunks, self.prefetch = int(buffer_chunks), int(prefetch)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    @property
+    def num_samples(self) -> int:
+        return self.shape[0]
+
+    @property
+    def num_batches(self) -> int:
+        n, b = self.shape[0], self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    # -- reading --------------------------------------------------------------------
+    def _load_chunk(self, c: int) -> dict[str, np.ndarray]:
+        a, b = c * self.chunk, min((c + 1) * self.chunk, self.shape[0])
+        out = {"images": _read(self.images, a, b)}
+        for k, r in self.saliency.items():
+            out["s:" + k] = _read(r, a, b)
+        for k, r in self.masks.items():
+            m = _read(r, a, b).astype(bool)
+            out["m:" + k] = m[:, None] if m.ndim == 3 else m
+        return out
+
+    def _producer(self, chunks: list[int], q: queue.Queue, stop: threading.Event) -> None:
+        try:
+            for c in chunks:
+                item = (c, self._load_chunk(c))
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as err:  # surfaced in the consumer
+            q.put((-1, err))
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Batches ``start, start+1, ...`` of ``epoch``; resumable at any batch."""
+        order = epoch_order(self.shape[0], self.chunk, self.buffer_chunks, self.seed, epoch)
+        order = order[:self.num_batches * self.batch_size]
+        rest = order[start * self.batch_size:]
+        cids = rest // self.chunk
+        # chunks in first-use order and the batch of their last use (to free them)
+        first = dict.fromkeys(cids.tolist())
+        last_use = {int(c): i // self.batch_size + start for i, c in enumerate(cids)}
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        worker = threading.Thread(target=self._producer, args=(list(first), q, stop),
+                                  daemon=True, name="chunk-prefetch")
+        worker.start()
+        loaded: dict[int, dict[str, np.ndarray]] = {}
+        try:
+            for k in range(start, self.num_batches):
+                idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+                need = np.unique(idx // self.chunk)
+                while any(int(c) not in loaded for c in need):
+                    c, data = q.get()
+                    if c < 0:
+                        raise RuntimeError("chunk stream: reading a chunk failed") from data
+                    loaded[c] = data
+                yield self._batch(idx, loaded, epoch, k)
+                for c in need:
+                    if last_use[int(c)] == k:
+                        del loaded[int(c)]
+        finally:
+            stop.set()
+            worker.join(timeout=5)
+
+    def _gather(self, idx: np.ndarray, loaded: dict, key: str) -> np.ndarray:
+        cid = idx // self.chunk
+        first = loaded[int(cid[0])][key]
+        out = np.empty((len(idx),) + first.shape[1:], first.dtype)
+        for c in np.unique(cid):
+            sel = cid == c
+            out[sel] = loaded[int(c)][key][idx[sel] - c * self.chunk]
+        return out
+
+    def _batch(self, idx: np.ndarray, loaded: dict, epoch: int, k: int) -> Batch:
+        dev = self.device
+        keys = ["images"] + ["s:" + s for s in self.saliency] + ["m:" + m for m in self.masks]
+        parts = [torch.from_numpy(self._gather(idx, loaded, key)).to(dev) for key in keys]
+        gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, k))
+        parts = augment(parts, self.aug, gen)
+        x = parts[0].float().div_(255)
+        ns = len(self.saliency)
+        sal = {s: parts[1 + i].float() for i, s in enumerate(self.saliency)}
+        masks = {m: parts[1 + ns + i] for i, m in enumerate(self.masks)}
+        index = torch.from_numpy(idx.astype(np.int64)).to(dev)
+        return Batch(x=x, y=self.labels[index.cpu()].to(dev), index=index,
+                     saliency=sal, masks=masks)
+
+
+def choose_stream_mode(nbytes: int, device: torch.device | str, fraction: float = 0.5) -> str:
+    """``memory`` when ``nbytes`` (images + every extra) fits in ``fraction`` of the free
+    memory of ``device`` (GPU memory on CUDA, else available host RAM), else ``chunks``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import os
+
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = 8 << 30
+    return "memory" if nbytes <= fraction * free else "chunks"
+
+
+def build_chunk_stream(group, split: str, *, sources: Mapping[str, Callable] | None = None,
+                       masks: Mapping[str, Callable] | None = None, **kw) -> ChunkStream:
+    """A :class:`ChunkStream` over ``split`` of an open zarr store (chunk = the images'
+    chunk length along N)."""
+    from pipeline.cache import layout
+
+    images = group[layout.images_path(split)]
+    labels = np.asarray(group[layout.labels_path(split)][...])
+    return ChunkStream(images, labels, chunk=int(images.chunks[0]), saliency=sources,
+                       masks=masks, **kw)

@@ -141,13 +141,17 @@ def _train_run(fn, *args, **kw):
 @main.command("train")
 @_train_options
 @click.option("--method", required=True, help="TRAINING name (see `salpipe list`).")
+@click.option("--saliency", "saliency", multiple=True, metavar="SOURCE",
+              help="Cached saliency source for stage-two methods (repeatable), e.g. "
+                   "resnet10_adv.gbp or annotation.mask.")
 @click.pass_context
 def train_cmd(ctx, store, out, arch, width, config, epochs, batch_size, lr, seed, sets,
-              params, method) -> None:
+              params, method, saliency) -> None:
     """Train a model with any registered training method.
 
-    Reads STORE's train split (and the test split for per-epoch clean accuracy); writes
-    the run directory OUT. Resumes a killed run; a finished identical run is skipped.
+    Reads STORE's train split, its cached saliency sources named by --saliency, and the
+    test split (per-epoch clean accuracy); writes the run directory OUT. Resumes a
+    killed run; a finished identical run is skipped.
     """
     from pipeline.train.stage import params_from_pairs, run_train
 
@@ -155,7 +159,7 @@ def train_cmd(ctx, store, out, arch, width, config, epochs, batch_size, lr, seed
             "batch_size": batch_size, "opt.lr": lr, "seed": seed}
     cfg = _train_run(_train_cfg, config, over, sets)
     res = _train_run(run_train, store, method, _train_run(params_from_pairs, params), cfg,
-                     out, device=ctx.obj["device"])
+                     out, device=ctx.obj["device"], saliency=saliency)
     click.echo(f"{'skipped (already finished)' if res['skipped'] else 'trained'}: {out}")
 
 

@@ -5,7 +5,13 @@ every ``checkpoint_every`` steps) the loop writes ``DIR/resume.pt`` atomically: 
 optimiser, global step, position within the epoch, every RNG state and the partial
 epoch statistics. The stream's order and augmentation are pure functions of
 (seed, epoch, batch), so a run killed anywhere resumes from its last resume state and,
-on CPU with a fixed seed, ends with bit-identical weights.
+on CPU with a fixed seed, ends with bit-identical weights. (A method whose
+``on_epoch_start`` builds state from the current model would see a mid-epoch model on
+resume; none of the registered ones keeps such state.)
+
+Train accuracy in ``metrics.jsonl`` is that of the last forward pass inside
+``batch_loss`` (for adversarial methods: on the adversarial examples), which costs
+nothing; the clean test accuracy is measured separately after each epoch.
 """
 
 from __future__ import annotations

@@ -114,6 +114,7 @@ def run_train(
     meta["saliency_sources"] = _provenance(group, "train", [*saliency, *masks_from])
     if finished_run(out, meta):
         log.info("%s already holds this finished run; nothing to do", out)
+        (out / RESUME_FILE).unlink(missing_ok=True)  # stale if killed right at the end
         return {"out": str(out), "skipped": True, "metrics": read_sidecar(out).get("metrics")}
     dev = resolve_device(device if device is not None else cfg.device)
     seed_everything(cfg.seed)
@@ -165,7 +166,9 @@ def run_train_teacher(
         return run_train(store, method, params, cfg, out, device=device)
     pcfg = prune if isinstance(prune, PruneConfig) else from_dict(PruneConfig, prune, "prune")
     dense = run_train(store, method, params, cfg, out / "dense", device=device)
-    model, _ = load_model(dense["out"])
+    fingerprint = _store_meta(open_train_store(store), store)["fingerprint"]
+    model, _ = load_model(dense["out"], expect_dataset_fingerprint=fingerprint,
+                          expect_arch=arch)
     masks = magnitude_masks(model, pcfg.sparsity, pcfg.scope)
     apply_masks(model, masks)
     ft = dataclasses.replace(cfg, epochs=pcfg.finetune_epochs or cfg.epochs)

@@ -33,5 +33,5 @@ def wrap_model(network: nn.Module, meta: dict) -> nn.Module:
     if not isinstance(block, dict) or "name" not in block:
         raise ValueError(f"sidecar 'wrapper' must be a mapping with a 'name', got {block!r}")
     _register_all()
-    return WRAPPERS.get(block["name"])(network, block).to(next(
-        network.parameters()).device).train(network.training)
+    # the wrapper holds the network as its only submodule: same device, same mode
+    return WRAPPERS.get(block["name"])(network, block).train(network.training)

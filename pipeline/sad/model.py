@@ -141,7 +141,7 @@ class SADModel(nn.Module):
 
     def __init__(self, network: nn.Module, spec: SADSpec = SADSpec()):
         super().__init__()
-        self.network = network
+        self.network = network.eval()
         self.spec = spec
         self._method = None
         if spec.active and spec.saliency != "grad":
@@ -150,6 +150,17 @@ class SADModel(nn.Module):
 
             self._method = build_method(SALIENCY, spec.saliency, dict(spec.saliency_params),
                                         "sad.saliency")
+
+    def train(self, mode: bool = True) -> "SADModel":
+        """Sets the wrapper's flag only: the network always runs in eval mode.
+
+        The recalibrated BN statistics are the defence (frozen, notes/peers.md C.2 1), so
+        no forward pass, not even an attack with ``bn_mode='train'``, may use batch
+        statistics or move the running ones.
+        """
+        super().train(mode)
+        self.network.eval()
+        return self
 
     def with_grad_mode(self, grad_mode: str) -> "SADModel":
         """A view of the same network with another gradient mode (shares the weights)."""

@@ -104,3 +104,11 @@ def test_other_saliency_methods_run_in_bpda_mode(bn_model):
     xi = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(sad(xi).sum(), xi)
     assert g.abs().sum() > 0
+
+
+def test_train_mode_never_reaches_the_network(bn_model):
+    sad = SADModel(bn_model, SADSpec()).train()
+    before = {k: v.clone() for k, v in bn_model.state_dict().items()}
+    sad(torch.rand(4, 3, 16, 16))
+    assert sad.training and not bn_model.training
+    assert all(torch.equal(v, bn_model.state_dict()[k]) for k, v in before.items())

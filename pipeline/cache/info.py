@@ -1,0 +1,119 @@
+"""``salpipe cache info``: what a store holds, per split and saliency source.
+
+For each source: size on disk, completeness, provenance and, where the split has object
+masks, the energy pointing game (mean share of channel-summed |saliency| inside the
+object mask, :func:`pipeline.saliency.metrics.energy_in_mask`; images without a mask are
+left out). A map spread evenly scores the mean object area (given as ``mask_area``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.cache.bits import unpack_bits
+from pipeline.cache.saliency_store import (
+    PROVENANCE_KEYS, _local_path, chunk_count, list_sources, open_group,
+)
+
+
+def disk_bytes(store: str, path: str) -> int:
+    """Bytes on disk (or in the object store) under ``path`` of ``store``."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(_local_path(str(store)))
+    full = f"{root.rstrip('/')}/{path}"
+    return int(fs.du(full)) if fs.exists(full) else 0
+
+
+def energy_pointing_game(group, split: str, source: str) -> dict | None:
+    """Mean energy share inside the object masks, chunk by chunk; None without masks."""
+    import torch
+
+    from pipeline.saliency.metrics import energy_in_mask
+
+    ann = f"{split}/annotations"
+    if f"{ann}/mask" not in group:
+        return None
+    smap = group[f"{split}/saliency/{source}/map"]
+    h, w = smap.shape[-2:]
+    b = smap.chunks[0]
+    has_arr = group[f"{ann}/has_mask"] if f"{ann}/has_mask" in group else None
+    shares, areas = [], []
+    for start in range(0, smap.shape[0], b):
+        sl = slice(start, start + b)
+        masks = torch.from_numpy(unpack_bits(group[f"{ann}/mask"][sl], (h, w)))
+        has = None if has_arr is None else torch.from_numpy(np.asarray(has_arr[sl], bool))
+        share = energy_in_mask(torch.from_numpy(smap[sl].astype(np.float32)), masks, has)
+        valid = ~torch.isnan(share)
+        shares.append(share[valid])
+        areas.append(masks[valid].float().mean((1, 2)))
+    share, area = torch.cat(shares), torch.cat(areas)
+    if share.numel() == 0:
+        return None
+    return {"score": float(share.mean()), "mask_area": float(area.mean()),
+            "images": int(share.numel())}
+
+
+def cache_info(store: str, *, pointing_game: bool = True) -> dict:
+    """A JSON-able summary of ``store``: data set attrs and every saliency source."""
+    store = str(store)
+    group = open_group(store, "r")
+    root = dict(group.attrs)
+    out = {"store": store, "dataset": root.get("dataset"), "fingerprint": root.get("fingerprint"),
+           "schema_version": root.get("schema_version"), "bytes": disk_bytes(store, ""),
+           "splits": {}}
+    for split in root.get("splits") or sorted(group.group_keys()):
+        if split not in group or f"{split}/images" not in group:
+            continue
+        images = group[f"{split}/images"]
+        entry = {"n": images.shape[0], "image_shape": list(images.shape[1:]),
+                 "chunk": images.chunks[0], "has_masks": f"{split}/annotations/mask" in group,
+                 "has_boxes": f"{split}/annotations/bbox" in group, "sources": {}}
+        for source in list_sources(group, split):
+            grp = group[f"{split}/saliency/{source}"]
+            attrs = dict(grp.attrs)
+            total = chunk_count(grp["map"].shape[0], grp["map"].chunks[0])
+            info = {"bytes": disk_bytes(store, f"{split}/saliency/{source}"),
+                    "complete": bool(attrs.get("complete")),
+                    "chunks_done": len(attrs.get("chunks_done", [])), "chunks": total,
+                    "arrays": sorted(k for k, _ in grp.arrays()),
+                    "created": attrs.get("created"),
+                    "salpipe_version": attrs.get("salpipe_version"),
+                    **{k: attrs.get(k) for k in PROVENANCE_KEYS}}
+            if pointing_game and info["complete"]:
+                info["pointing_game"] = energy_pointing_game(group, split, source)
+            entry["sources"][source] = info
+        out["splits"][split] = entry
+    return out
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_info(info: dict) -> str:
+    """The summary of :func:`cache_info` as indented text for the terminal."""
+    lines = [f"store {info['store']}: data set {info['dataset']!r}, fingerprint "
+             f"{str(info['fingerprint'])[:12]}..., schema {info['schema_version']}, "
+             f"{_size(info['bytes'])} on disk"]
+    for split, entry in info["splits"].items():
+        extra = ", masks" * entry["has_masks"] + ", boxes" * entry["has_boxes"]
+        lines.append(f"  {split}: {entry['n']} images {entry['image_shape']}, chunk "
+                     f"{entry['chunk']}{extra}; {len(entry['sources'])} saliency source(s)")
+        for name, s in entry["sources"].items():
+            state = "complete" if s["complete"] else f"INCOMPLETE {s['chunks_done']}/{s['chunks']} chunks"
+            lines.append(f"    {name}: {state}, {_size(s['bytes'])}, arrays {', '.join(s['arrays'])}")
+            sha = s.get("teacher_sha256")
+            lines.append(f"      method {s['method']} params {s['params']} target {s['target']} "
+                         f"teacher {s['teacher']}" + (f" (sha256 {sha[:12]}...)" if sha else ""))
+            lines.append(f"      created {s['created']}, "
+                         f"salpipe {s['salpipe_version']}")
+            pg = s.get("pointing_game")
+            if pg:
+                lines.append(f"      energy pointing game {pg['score']:.3f} over {pg['images']} "
+                             f"masked images (uniform map: {pg['mask_area']:.3f})")
+    return "\n".join(lines)

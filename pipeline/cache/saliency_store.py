@@ -1,0 +1,226 @@
+"""Saliency sources inside the Zarr cache: opening, creating, provenance, reading.
+
+Per source group ``<split>/saliency/<source>/`` (contracts.md):
+
+- ``map``  float16 ``[N, C, H, W]`` (the raw map), chunks ``[B, C, H, W]``
+- ``sign`` uint8 bit-packed ``[N, ceil(C*H*W/8)]`` (bit set where ``map > 0``)
+- ``mask`` uint8 bit-packed ``[N, ceil(H*W/8)]`` (the salience mask)
+- ``bbox`` int16 ``[N, 4]`` (box methods and ``annotation.bbox`` only)
+
+``B`` is the chunk length of the split's ``images``, so one chunk index addresses the
+same images in every array. Group attrs hold the provenance (:data:`PROVENANCE_KEYS`),
+``created``, ``chunks_done`` (finished chunk indices), ``chunk_digests`` (sha256 of each
+finished chunk's decoded arrays, for ``cache verify``) and ``complete``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.cache import layout
+from pipeline.cache.bits import packed_width, unpack_bits
+
+KINDS = ("map", "sign", "mask", "bbox")
+# Attrs that define what a source holds; a stored source is reused only when all agree.
+PROVENANCE_KEYS = (
+    "method", "params", "target", "teacher", "teacher_sha256", "dataset_fingerprint",
+    "schema_version",
+)
+# Attrs that are recorded but do not change the arrays' meaning.
+RECORD_KEYS = ("salpipe_version", "batch_size", "teacher_dir", "created")
+
+
+class ProvenanceMismatchError(ValueError):
+    """A stored source was made from another teacher, data set, method, params or target."""
+
+
+class MissingSourceError(KeyError, ValueError):
+    """The asked-for saliency source is not in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def _local_path(url: str) -> str:
+    # file:// URLs go through zarr's LocalStore, whose writes are atomic (temp + rename).
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+def store_exists(url: str) -> bool:
+    """Whether ``url`` (a path or any fsspec URL) holds a Zarr group."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(_local_path(str(url)))
+    return fs.exists(f"{root.rstrip('/')}/zarr.json")
+
+
+def open_group(url: str, mode: str = "r") -> zarr.Group:
+    """Open the data set store at ``url`` (path, ``file://``, ``memory://``, any fsspec URL).
+
+    Args:
+        url: the ``<dataset>.zarr`` store written by ``salpipe prepare-data``.
+        mode: ``"r"`` (read only) or ``"r+"`` (read and write saliency).
+
+    Raises:
+        FileNotFoundError: no store at ``url``.
+        ValueError: the store has another schema version.
+    """
+    url = str(url)
+    if not store_exists(url):
+        raise FileNotFoundError(f"store {url} not found (no zarr.json there)")
+    group = zarr.open_group(_local_path(url), mode=mode)
+    version = group.attrs.get("schema_version")
+    if version != layout.SCHEMA_VERSION:
+        raise ValueError(
+            f"store {url} has schema_version {version!r}; this salpipe reads "
+            f"{layout.SCHEMA_VERSION}. Rebuild it with salpipe prepare-data."
+        )
+    return group
+
+
+def _as_group(store: zarr.Group | str, mode: str = "r") -> zarr.Group:
+    return store if isinstance(store, zarr.Group) else open_group(store, mode)
+
+
+def split_array(group: zarr.Group, split: str, name: str) -> zarr.Array:
+    """``<split>/<name>`` with an error naming the split and what exists."""
+    if split not in group:
+        splits = group.attrs.get("splits") or sorted(group.group_keys())
+        raise KeyError(f"split {split!r} not in store; it has {list(splits)}")
+    path = f"{split}/{name}"
+    if path not in group:
+        raise KeyError(f"store has no {path}")
+    return group[path]
+
+
+def list_sources(store: zarr.Group | str, split: str) -> list[str]:
+    """Names of the saliency sources of ``split`` (complete or not), sorted."""
+    group = _as_group(store)
+    path = f"{split}/saliency"
+    if path not in group:
+        return []
+    return sorted(group[path].group_keys())
+
+
+def source_group(store: zarr.Group | str, split: str, source: str) -> zarr.Group:
+    """The group of one source; :class:`MissingSourceError` lists the existing ones."""
+    group = _as_group(store)
+    path = layout.saliency_group(split, source)
+    if path not in group:
+        raise MissingSourceError(
+            f"saliency source {source!r} not in split {split!r}; it has "
+            f"{list_sources(group, split) or 'none'} (run salpipe precompute-saliency)"
+        )
+    return group[path]
+
+
+def source_provenance(store: zarr.Group | str, split: str, source: str) -> dict:
+    """All attrs of a source: provenance, ``created``, ``chunks_done``, ``complete``."""
+    return dict(source_group(store, split, source).attrs)
+
+
+def read_saliency(
+    store: zarr.Group | str, split: str, source: str, kind: str = "map",
+    *, unpack: bool = True, allow_incomplete: bool = False,
+) -> np.ndarray:
+    """Read one array of a source whole (CIFAR-scale caches fit in memory).
+
+    Args:
+        store: an open group or its URL.
+        split, source: e.g. ``"train"``, ``"resnet10_adv.gbp"``.
+        kind: ``map``, ``sign``, ``mask`` or ``bbox``.
+        unpack: unpack ``sign``/``mask`` bits (else the raw packed uint8).
+        allow_incomplete: read a source whose precompute has not finished.
+
+    Returns:
+        ``map`` float16 ``[N, C, H, W]``; ``sign`` bool ``[N, C, H, W]``; ``mask`` bool
+        ``[N, H, W]``; ``bbox`` int16 ``[N, 4]`` (x0, y0, x1, y1) inclusive.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    grp = source_group(store, split, source)
+    if not allow_incomplete and not grp.attrs.get("complete", False):
+        done = len(grp.attrs.get("chunks_done", []))
+        raise ValueError(
+            f"saliency source {split}/{source} is incomplete ({done} chunks done); "
+            "rerun salpipe precompute-saliency to finish it"
+        )
+    if kind not in grp:
+        raise MissingSourceError(f"saliency source {split}/{source} has no {kind!r} array")
+    data = grp[kind][...]
+    if not unpack or kind in ("map", "bbox"):
+        return data
+    n, c, h, w = grp["map"].shape
+    return unpack_bits(data, (c, h, w) if kind == "sign" else (h, w))
+
+
+def provenance_differences(stored: dict, wanted: dict) -> list[str]:
+    """Human-readable ``key: stored -> wanted`` lines for every differing provenance key."""
+    out = []
+    for key in PROVENANCE_KEYS:
+        if _canon(stored.get(key)) != _canon(wanted.get(key)):
+            out.append(f"{key}: stored {stored.get(key)!r}, asked {wanted.get(key)!r}")
+    return out
+
+
+def _canon(value: Any) -> Any:
+    # JSON round trips turn tuples into lists; compare the JSON shape.
+    if isinstance(value, (list, tuple)):
+        return [_canon(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canon(v) for k, v in value.items()}
+    return value
+
+
+def create_source(
+    group: zarr.Group, split: str, source: str, *, shape: tuple[int, int, int, int],
+    chunk: int, with_bbox: bool, attrs: dict,
+) -> zarr.Group:
+    """Create an empty source group with its arrays (chunks aligned with the images').
+
+    Empty chunks are written too (``write_empty_chunks``), so a missing chunk file always
+    means lost data, which ``cache verify`` reports.
+    """
+    from zarr.codecs import BloscCodec
+
+    n, c, h, w = shape
+    grp = group.require_group(layout.saliency_group(split, source))
+    comp = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+    cfg = {"write_empty_chunks": True}
+    grp.create_array("map", shape=shape, chunks=(chunk, c, h, w), dtype="float16",
+                     compressors=comp, fill_value=0, config=cfg)
+    for name, width in (("sign", packed_width((c, h, w))), ("mask", packed_width((h, w)))):
+        grp.create_array(name, shape=(n, width), chunks=(chunk, width), dtype="uint8",
+                         compressors=comp, fill_value=0, config=cfg)
+    if with_bbox:
+        grp.create_array("bbox", shape=(n, 4), chunks=(chunk, 4), dtype="int16",
+                         compressors=comp, fill_value=-1, config=cfg)
+    grp.update_attributes({**attrs, "chunks_done": [], "chunk_digests": {}, "complete": False})
+    return grp
+
+
+def chunk_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the decoded arrays of one chunk, in :data:`KINDS` order."""
+    h = hashlib.sha256()
+    for kind in KINDS:
+        if kind in arrays:
+            a = np.ascontiguousarray(arrays[kind])
+            h.update(f"{kind}:{a.dtype.str}:{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def read_chunk(grp: zarr.Group, index: int) -> dict[str, np.ndarray]:
+    """The decoded arrays of chunk ``index`` of a source group."""
+    b = grp["map"].chunks[0]
+    sl = slice(index * b, min((index + 1) * b, grp["map"].shape[0]))
+    return {k: grp[k][sl] for k in KINDS if k in grp}
+
+
+def chunk_count(n: int, chunk: int) -> int:
+    """Number of chunks of length ``chunk`` covering ``n`` items."""
+    return (n + chunk - 1) // chunk

@@ -1,0 +1,165 @@
+"""``salpipe cache verify``: find missing, corrupt and wrong chunks of saliency sources.
+
+Three checks per source, cheapest first:
+
+1. every chunk file of every array exists (a lost file would read back as zeros);
+2. every finished chunk decodes and its decoded arrays hash to the digest recorded when
+   it was written (bit rot, truncated or overwritten files);
+3. ``sample`` finished chunks are recomputed with the recorded teacher, method, params,
+   target and seed, and compared with what is stored (a teacher file swapped under the
+   same name, or a bug). Maps are compared with a float16-level tolerance so that a
+   cache made on a GPU verifies on a CPU; sign and mask bits may differ only where the
+   map is within that tolerance of the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.cache.chunk_saliency import ChunkJob, compute_arrays
+from pipeline.cache.saliency_store import (
+    KINDS, _local_path, chunk_count, chunk_digest, list_sources, open_group, read_chunk,
+)
+
+log = logging.getLogger(__name__)
+ANNOTATION = "annotation"
+# Share of bits allowed to differ in a recomputed sign/mask plane (cross-device noise).
+BIT_TOLERANCE = 1e-3
+
+
+@dataclass
+class VerifyReport:
+    """Problems found (empty when the cache is sound) and what was checked."""
+
+    problems: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _missing_files(url: str, arr, index: int) -> bool:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(_local_path(url))
+    ndim = len(arr.shape)
+    key = arr.metadata.encode_chunk_key((index,) + (0,) * (ndim - 1))
+    return not fs.exists(f"{root.rstrip('/')}/{arr.path}/{key}")
+
+
+def _check_stored(url: str, name: str, grp, report: VerifyReport) -> list[int]:
+    """Checks 1 and 2; returns the finished chunks that passed them."""
+    n, b = grp["map"].shape[0], grp["map"].chunks[0]
+    done = set(grp.attrs.get("chunks_done", []))
+    digests = grp.attrs.get("chunk_digests", {})
+    if not grp.attrs.get("complete", False):
+        report.problems.append(
+            f"{name}: incomplete ({len(done)} of {chunk_count(n, b)} chunks done)")
+    good = []
+    for i in sorted(done):
+        lost = [k for k in KINDS if k in grp and _missing_files(url, grp[k], i)]
+        if lost:
+            report.problems.append(f"{name}: chunk {i} missing ({', '.join(lost)})")
+            continue
+        try:
+            arrays = read_chunk(grp, i)
+        except Exception as e:  # a codec error is what corruption looks like
+            report.problems.append(f"{name}: chunk {i} corrupt (cannot decode: {e})")
+            continue
+        want = digests.get(str(i))
+        if want is None:
+            report.problems.append(f"{name}: chunk {i} has no recorded digest")
+        elif chunk_digest(arrays) != want:
+            report.problems.append(f"{name}: chunk {i} corrupt (content digest differs)")
+        else:
+            good.append(i)
+    return good
+
+
+def _compare(name: str, i: int, stored: dict, fresh: dict) -> list[str]:
+    """Differences between a stored and a recomputed chunk beyond cross-device noise."""
+    a = stored["map"].astype(np.float32)
+    f = fresh["map"].astype(np.float32)
+    tol = 1e-3 * max(float(np.abs(f).max()), 1e-12) + 1e-6
+    out = []
+    if a.shape != f.shape or np.abs(a - f).max() > tol:
+        out.append(f"{name}: chunk {i} map differs from a recomputation "
+                   f"(max |diff| {np.abs(a - f).max():.3g} > {tol:.3g})")
+    for kind in ("sign", "mask"):
+        diff = np.unpackbits(stored[kind] ^ fresh[kind]).mean()
+        if diff > BIT_TOLERANCE:
+            out.append(f"{name}: chunk {i} {kind} differs from a recomputation "
+                       f"({diff:.2%} of bits)")
+    if "bbox" in fresh and not np.array_equal(stored.get("bbox"), fresh["bbox"]):
+        out.append(f"{name}: chunk {i} bbox differs from a recomputation")
+    return out
+
+
+def _recompute(url, split, source, grp, chunks, device, report, teacher_dir) -> None:
+    attrs = dict(grp.attrs)
+    teacher = attrs.get("teacher")
+    teacher_dir = str(teacher_dir) if teacher_dir else attrs.get("teacher_dir")
+    if teacher != ANNOTATION and not teacher_dir:
+        report.problems.append(f"{split}/{source}: no teacher_dir recorded, cannot recompute")
+        return
+    for i in chunks:
+        job = ChunkJob(
+            url=url, split=split, source=source, index=i, method=attrs["method"],
+            params=attrs.get("params") or {}, target=attrs.get("target"),
+            teacher=None if teacher == ANNOTATION else teacher_dir,
+            teacher_sha256=attrs.get("teacher_sha256"),
+            batch_size=int(attrs.get("batch_size") or 128), device=device,
+        )
+        try:
+            fresh = compute_arrays(job)
+        except (FileNotFoundError, ValueError) as e:
+            report.problems.append(f"{split}/{source}: chunk {i} cannot be recomputed: {e}")
+            continue
+        report.problems.extend(_compare(f"{split}/{source}", i, read_chunk(grp, i), fresh))
+        report.checked.append(f"{split}/{source}: chunk {i} recomputed")
+
+
+def run_verify(
+    store: str, split: str | None = None, source: str | None = None, *,
+    sample: int = 1, seed: int = 0, device: str = "cpu", teacher: str | None = None,
+) -> VerifyReport:
+    """Verify every (or one) saliency source of every (or one) split of ``store``.
+
+    Args:
+        store: path or fsspec URL of the data set store.
+        split, source: restrict the check (None: all).
+        sample: finished chunks per source to recompute (0: only the stored checks).
+        seed: which chunks are sampled.
+        device: torch device for recomputation.
+        teacher: the teacher run directory, when it moved since precompute (its sha256
+            must still match the recorded one).
+
+    Returns:
+        a :class:`VerifyReport`; ``report.ok`` is False when anything is wrong.
+    """
+    store = str(store)
+    group = open_group(store, "r")
+    splits = [split] if split else list(group.attrs.get("splits") or group.group_keys())
+    report = VerifyReport()
+    rng = np.random.default_rng(seed)
+    for sp in splits:
+        names = [source] if source else list_sources(group, sp)
+        if source and source not in list_sources(group, sp):
+            report.problems.append(f"{sp}/{source}: no such saliency source")
+            continue
+        for name in names:
+            grp = group[f"{sp}/saliency/{name}"]
+            good = _check_stored(store, f"{sp}/{name}", grp, report)
+            report.checked.append(f"{sp}/{name}: {len(good)} chunks intact")
+            picks = sorted(rng.choice(good, size=min(sample, len(good)), replace=False)
+                           .tolist()) if good and sample > 0 else []
+            _recompute(store, sp, name, grp, picks, device, report, teacher)
+    if not report.checked and not report.problems:
+        report.problems.append(f"store {store} has no saliency sources to verify")
+    for p in report.problems:
+        log.error("%s", p)
+    return report

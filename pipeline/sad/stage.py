@@ -36,10 +36,11 @@ def _load_plain(model_dir, device, fingerprint=None) -> tuple[nn.Module, dict]:
 
 
 def _method_name(base_method: str | None, variant: str) -> str:
-    # AT+SAD keeps the base training method in its name (pgd_at_sad, trades_sad)
+    # AT+SAD (paper 001 Table 1-3; data/paper_tables names it at_sad) from any
+    # adversarially trained base; the base method itself is in params.base_method
     if base_method in (None, "", "standard"):
         return variant
-    return f"{base_method}_{variant}"
+    return f"at_{variant}"
 
 
 def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
@@ -95,7 +96,11 @@ def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
                 if k not in ("sha256", "salpipe_version", "created", "wrapper")}
     new_meta.update({
         "method": _method_name(meta.get("method"), cfg.variant),
-        "params": {**(meta.get("params") or {}), "sad": wrapper},
+        "params": {"ratio": cfg.ratio, "saliency": cfg.saliency,
+                   "saliency_params": dict(cfg.saliency_params), "normalise": cfg.normalise,
+                   "attack": cfg.attack, "attack_params": dict(cfg.attack_params),
+                   "base_method": meta.get("method"),
+                   "base_params": meta.get("params") or {}},
         "metrics": {**(meta.get("metrics") or {}), "sad_calibration_batches": used,
                     "sad_calibration_seconds": secs},
         "wrapper": wrapper, "sad": record,

@@ -33,6 +33,7 @@ def test_cli_calibrates_writes_a_sad_checkpoint_and_is_idempotent(tmp_path, stor
     assert side["method"] == "sad" and side["arch"] == "small_cnn"
     assert side["sad"]["config"]["attack_params"] == {"steps": 2, "eps": "4/255"}
     assert side["sad"]["base_run"] == checkpoint.name
+    assert side["params"]["ratio"] == 0.7 and side["params"]["base_method"] == "standard"
     assert side["metrics"]["sad_calibration_batches"] == 2
 
     model, meta = load_sad_model(out, grad_mode="bpda")
@@ -82,7 +83,8 @@ def test_at_sad_keeps_the_base_method_and_refuses_rewrapping(tmp_path, store, ch
     out = tmp_path / "at_sad"
     assert _run("--model", checkpoint, "--store", store, "--out", out, "-p", "steps=1",
                 "--batches", "1", "--batch-size", "16").exit_code == 0
-    assert json.loads((out / "model.json").read_text())["method"] == "pgd_at_sad"
+    side = json.loads((out / "model.json").read_text())
+    assert side["method"] == "at_sad" and side["params"]["base_method"] == "pgd_at"
     res = _run("--model", out, "--store", store, "--out", tmp_path / "twice")
     assert res.exit_code != 0 and "already a wrapped" in res.output
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -35,12 +36,29 @@ def resolve_target(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, ta
     raise ValueError(f"saliency target must be one of {TARGETS}, not {target!r}")
 
 
+def auto_batch(device: torch.device) -> int:
+    """Images per forward/backward when a method splits a large batch itself.
+
+    Small on CPU, where a 64-image backward keeps its activations in cache and runs
+    2-4x faster per image than a 512-image one (measured on the narrow ResNet-10);
+    large on accelerators, which want big batches.
+    """
+    return 64 if torch.device(device).type == "cpu" else 1024
+
+
 class SaliencyMethod(ABC):
     """Base class: ``attribute`` wraps ``_attribute`` with eval mode and input bookkeeping.
 
     The call leaves ``model.training``, ``x.requires_grad`` and ``x.grad`` as they were,
     leaves no hooks, and does not accumulate parameter gradients.
+
+    Methods whose maps are computed image by image (``per_image = True``, the default)
+    get the batch in pieces of :func:`auto_batch` images; this changes speed, not the
+    result (beyond float rounding). Methods that draw noise for the whole batch (SmoothGrad, IG's uniform
+    baseline) set ``per_image = False`` and split their work themselves.
     """
+
+    per_image: ClassVar[bool] = True
 
     def attribute(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Saliency of class ``target[i]`` for image ``x[i]``.
@@ -50,9 +68,14 @@ class SaliencyMethod(ABC):
         """
         if target.shape != (x.shape[0],):
             raise ValueError(f"target must have shape [{x.shape[0]}], got {tuple(target.shape)}")
+        x, target = x.detach(), target.to(x.device)
+        step = auto_batch(x.device) if self.per_image else x.shape[0]
         with eval_mode(model), torch.enable_grad():
-            attr = self._attribute(model, x.detach().clone(), target.to(x.device))
-        return attr.detach().float()
+            attr = [
+                self._attribute(model, xs.clone(), ts).detach().float()
+                for xs, ts in zip(x.split(max(step, 1)), target.split(max(step, 1)))
+            ]
+        return attr[0] if len(attr) == 1 else torch.cat(attr)
 
     def salience_mask(self, attr: torch.Tensor) -> torch.Tensor:
         """The cache's salience ``mask`` for this method's maps, ``bool [N, H, W]``.

@@ -9,7 +9,7 @@ from torch import nn
 
 from pipeline.saliency import SALIENCY
 from pipeline.saliency.annotations import weak_saliency_from_boxes
-from pipeline.saliency.base import SaliencyMethod, eval_mode, upsample_map
+from pipeline.saliency.base import SaliencyMethod, auto_batch, eval_mode, upsample_map
 from pipeline.saliency.gradcam_plus_plus import gradcampp_low_res
 from pipeline.saliency.transforms import box_from_map
 
@@ -40,9 +40,13 @@ class GradCAMPlusPlusBox(SaliencyMethod):
 
     def boxes(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Boxes ``[N, 4]`` (long, inclusive ``x0, y0, x1, y1``) in ``x``'s pixels."""
+        x, target, step = x.detach(), target.to(x.device), auto_batch(x.device)
         with eval_mode(model), torch.enable_grad():
-            cam = gradcampp_low_res(model, x.detach().clone(), target.to(x.device), self.layer)
-        return box_from_map(upsample_map(cam.detach(), x)[:, 0], self.threshold)
+            cam = torch.cat([
+                gradcampp_low_res(model, xs.clone(), ts, self.layer).detach()
+                for xs, ts in zip(x.split(step), target.split(step))
+            ])
+        return box_from_map(upsample_map(cam, x)[:, 0], self.threshold)
 
     def salience_mask(self, attr: torch.Tensor) -> torch.Tensor:
         """The box interior (where the weak map is +1), ``bool [N, H, W]``."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.saliency import SALIENCY
-from pipeline.saliency.base import SaliencyMethod, target_logit_grad
+from pipeline.saliency.base import SaliencyMethod, auto_batch, target_logit_grad
 
 
 def path_points(steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +36,8 @@ class IntegratedGradients(SaliencyMethod):
 
     Completeness: the attributions of an image sum to ``f_t(x) - f_t(b)`` up to the
     quadrature error. The ``steps * N`` path points go through the model in chunks of
-    ``internal_batch_size`` images.
+    ``internal_batch_size`` images (None: 64 on CPU, 1024 on GPU; the chunking changes
+    speed, not the result).
 
     Args:
         steps: path points.
@@ -44,18 +45,20 @@ class IntegratedGradients(SaliencyMethod):
             (U[0,1] noise from a CPU generator seeded with ``seed``).
         method: quadrature: ``gausslegendre`` (Captum's default), ``riemann_trapezoid``
             or ``riemann_middle``.
-        internal_batch_size: images per forward/backward.
+        internal_batch_size: images per forward/backward (None: by device).
         seed: seed of the uniform baseline.
     """
 
     steps: int = 50
     baseline: Literal["black", "uniform"] = "black"
     method: Literal["gausslegendre", "riemann_trapezoid", "riemann_middle"] = "gausslegendre"
-    internal_batch_size: int = 256
+    internal_batch_size: int | None = None
     seed: int = 0
 
+    per_image = False  # the uniform baseline is drawn for the whole batch
+
     def __post_init__(self):
-        if self.steps < 1 or self.internal_batch_size < 1:
+        if self.steps < 1 or (self.internal_batch_size or 1) < 1:
             raise ValueError("ig needs steps >= 1 and internal_batch_size >= 1")
 
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,13 +73,18 @@ class IntegratedGradients(SaliencyMethod):
         base = self.baseline_for(x)
         delta = x - base
         n = x.shape[0]
-        per_call = max(1, self.internal_batch_size // n)
+        chunk = self.internal_batch_size or auto_batch(x.device)
+        per_call = max(1, chunk // n)
         total = torch.zeros_like(x)
         for start in range(0, self.steps, per_call):
             a = torch.as_tensor(alphas[start:start + per_call], dtype=x.dtype, device=x.device)
             w = torch.as_tensor(weights[start:start + per_call], dtype=x.dtype, device=x.device)
             shape = (len(a),) + (1,) * x.dim()
             points = (base[None] + a.view(shape) * delta[None]).reshape(-1, *x.shape[1:])
-            grads = target_logit_grad(model, points, target.repeat(len(a)))
+            targets = target.repeat(len(a))
+            grads = torch.cat([  # more than `chunk` images when n > chunk
+                target_logit_grad(model, p, t)
+                for p, t in zip(points.split(chunk), targets.split(chunk))
+            ])
             total += (grads.view(len(a), *x.shape) * w.view(shape)).sum(0)
         return delta * total

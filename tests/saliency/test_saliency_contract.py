@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -57,6 +59,34 @@ def test_small_cnn_and_device(name, small_model, images):
     attr = SALIENCY.get(name)().attribute(small_model, images, torch.tensor([1, 2, 3, 4]))
     assert attr.shape == images.shape and attr.device == images.device
     assert torch.isfinite(attr).all()
+
+
+@pytest.mark.parametrize("name", SALIENCY.names())
+def test_picklable_and_hashable(name, small_model, images):
+    """Dask ships methods to workers: a pickled copy is equal and gives the same map."""
+    method = SALIENCY.get(name)()
+    copy = pickle.loads(pickle.dumps(method))
+    assert copy == method and hash(copy) == hash(method)
+    t = torch.tensor([0, 1, 2, 3])
+    assert torch.equal(copy.attribute(small_model, images, t),
+                       method.attribute(small_model, images, t))
+
+
+@pytest.mark.parametrize("name", ["grad", "gradcampp_box", "ig", "smoothgrad"])
+def test_large_batch_split_is_transparent(name, small_model):
+    """A batch larger than the CPU piece size gives each image the map it gets alone
+    (ig/smoothgrad: the same as their own chunking of the whole batch)."""
+    x = torch.rand(70, 3, 8, 8)
+    t = torch.arange(70) % 10
+    params = {"ig": {"steps": 4}, "smoothgrad": {"samples": 2}}.get(name, {})
+    whole = SALIENCY.get(name)(**params).attribute(small_model, x, t)
+    if name in ("ig", "smoothgrad"):
+        key = "internal_batch_size" if name == "ig" else "batch_size"
+        ref = SALIENCY.get(name)(**params, **{key: 1000}).attribute(small_model, x, t)
+    else:
+        ref = torch.cat([SALIENCY.get(name)().attribute(small_model, x[i:i + 1], t[i:i + 1])
+                         for i in range(70)])
+    assert torch.allclose(whole, ref, atol=1e-6, rtol=1e-4)
 
 
 def test_hooks_removed_on_error(resnet):

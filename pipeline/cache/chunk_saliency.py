@@ -73,8 +73,8 @@ def _model(job: ChunkJob):
         hit, meta = load_model(job.teacher, device=job.device)
         if job.teacher_sha256 and meta.get("sha256") not in (None, job.teacher_sha256):
             raise ValueError(
-                f"teacher {job.teacher} changed while precomputing (sha256 "
-                f"{meta.get('sha256', '')[:12]}... != {job.teacher_sha256[:12]}...)"
+                f"teacher {job.teacher} has sha256 {meta.get('sha256', '')[:12]}..., but "
+                f"the source was made with {job.teacher_sha256[:12]}... (another checkpoint)"
             )
         with _MODELS_LOCK:
             _MODELS[key] = hit

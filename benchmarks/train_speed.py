@@ -14,8 +14,10 @@ import time
 import torch
 
 
-def step_rate(model, method, batch, ctx, opt, steps: int) -> float:
-    """Images/s of ``steps`` full optimiser steps (after one warm-up step)."""
+def step_rate(model, method, batch, ctx, opt, steps: int) -> tuple[float, float]:
+    """(images per wall second, images per process-CPU second) of ``steps`` full
+    optimiser steps after one warm-up step. With one thread on a shared machine the
+    CPU-second rate is the steadier number (other processes inflate wall time)."""
     def one():
         loss = method.batch_loss(model, batch, ctx)
         opt.zero_grad(set_to_none=True)
@@ -25,12 +27,13 @@ def step_rate(model, method, batch, ctx, opt, steps: int) -> float:
     one()
     if batch.x.is_cuda:
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         one()
     if batch.x.is_cuda:
         torch.cuda.synchronize()
-    return steps * len(batch.y) / (time.perf_counter() - t0)
+    n = steps * len(batch.y)
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
 def main() -> None:
@@ -63,12 +66,13 @@ def main() -> None:
     print(f"{a.arch} width {a.width}, {a.size}x{a.size}, batch {a.batch}, {dev}, "
           f"{a.threads} thread(s), {a.steps} timed steps each")
     base = None
+    print(f"{'method':22s} {'img/s wall':>10s} {'img/CPU-s':>10s} {'ratio (CPU)':>12s}")
     for name, params in cases:
-        rate = step_rate(model, build_method(TRAINING, name, params, name), batch, ctx,
-                         opt, a.steps)
-        base = base or rate
+        wall, cpu = step_rate(model, build_method(TRAINING, name, params, name), batch,
+                              ctx, opt, a.steps)
+        base = base or cpu
         label = name + "".join(f" {k}={v}" for k, v in params.items())
-        print(f"{label:22s} {rate:9.1f} images/s   {rate / base:5.3f}x standard")
+        print(f"{label:22s} {wall:10.1f} {cpu:10.1f} {cpu / base:11.3f}x")
 
 
 if __name__ == "__main__":

@@ -173,3 +173,70 @@ def open_sources(group, split: str, names: Sequence[str], kind: str,
 def read_all(sources: Sequence[ExtraSource], n: int) -> dict[str, np.ndarray]:
     """Every source's whole array (for the memory stream)."""
     return {s.name: s.read(0, n) for s in sources}
+
+
+STREAM_MODES = ("auto", "memory", "chunks")
+
+
+def open_method_sources(group, split: str, method: Any, saliency: Sequence[str] = (),
+                        masks_from: Sequence[str] = ()
+                        ) -> tuple[list[ExtraSource], list[ExtraSource], dict]:
+    """The readers a training method needs, checked before anything is trained.
+
+    ``saliency`` sources go where the method reads them (``method.saliency_kind``:
+    maps into ``batch.saliency`` after ``method.prepare_saliency``, masks into
+    ``batch.masks``); ``masks_from`` are always read as masks.
+
+    Returns:
+        ``(map sources, mask sources, provenance per source name)``.
+
+    Raises:
+        ValueError: the method needs saliency and none was given.
+        MissingSourceError: a named source is not in the store (all missing named).
+    """
+    if getattr(method, "needs_saliency", False) and not (saliency or masks_from):
+        raise ValueError(f"method {type(method).__name__} needs saliency sources "
+                         "(--saliency SOURCE); none given")
+    kind = saliency_kind(method)
+    check_sources(group, split, list(saliency) + [m for m in masks_from if m not in saliency])
+    prepare = getattr(method, "prepare_saliency", None)
+    maps = open_sources(group, split, saliency, "map", prepare) if kind == "map" else []
+    masks = open_sources(group, split, saliency, "mask") if kind == "mask" else []
+    masks += open_sources(group, split, masks_from, "mask")
+    prov = {s.name: s.provenance for s in maps + masks}
+    return maps, masks, prov
+
+
+def build_stream(group, split: str, maps: Sequence[ExtraSource],
+                 masks: Sequence[ExtraSource], *, batch_size: int, seed: int,
+                 device: torch.device, aug, drop_last: bool, mode: str = "auto"):
+    """The training stream of ``split`` with the sources as extras.
+
+    ``mode``: ``memory`` (arrays resident on ``device``), ``chunks``
+    (:class:`~pipeline.cache.stream_chunks.ChunkStream`) or ``auto`` (memory when images
+    plus extras fit, :func:`~pipeline.cache.stream_chunks.choose_stream_mode`).
+
+    Returns:
+        ``(stream, mode used)``.
+    """
+    from pipeline.cache.stream import MemoryStream, read_split_arrays
+    from pipeline.cache.stream_chunks import build_chunk_stream, choose_stream_mode
+
+    if mode not in STREAM_MODES:
+        raise ValueError(f"stream mode must be one of {STREAM_MODES}, not {mode!r}")
+    images = group[layout.images_path(split)]
+    n = int(images.shape[0])
+    if mode == "auto":
+        nbytes = int(np.prod(images.shape)) + sum(s.nbytes for s in [*maps, *masks])
+        mode = choose_stream_mode(nbytes, device)
+    kw = {"batch_size": batch_size, "seed": seed, "device": device, "aug": aug,
+          "drop_last": drop_last}
+    if mode == "memory":
+        x, y = read_split_arrays(group, split)
+        stream = MemoryStream(x, y, saliency=read_all(maps, n), masks=read_all(masks, n), **kw)
+    else:
+        stream = build_chunk_stream(group, split, sources={s.name: s.read for s in maps},
+                                    masks={s.name: s.read for s in masks}, **kw)
+    log.info("training stream: %s mode, %d images, %d map(s), %d mask(s)", mode, n,
+             len(maps), len(masks))
+    return stream, mode

@@ -72,3 +72,38 @@ def test_weak_saliency_from_annotations(sal_store):
     assert set(np.unique(s[has])) == {-1, 1}  # Eq. 10
     assert np.array_equal(s[has] > 0, np.broadcast_to(m[has], s[has].shape))
     assert not s[~has].any()
+
+
+@pytest.mark.parametrize("mode", ["memory", "chunks"])
+def test_method_sources_routed_and_streamed(sal_store, mode):
+    import torch
+
+    from pipeline.cache.stream import AugConfig
+    from pipeline.train.sources import build_stream, open_method_sources
+
+    g = _group(sal_store)
+    with pytest.raises(ValueError, match="--saliency"):
+        open_method_sources(g, "train", TRAINING.get("pgd_sat")())
+    maps, masks, prov = open_method_sources(g, "train", TRAINING.get("sip_at")(),
+                                            ["annotation.mask"])
+    assert maps == [] and [m.name for m in masks] == ["annotation.mask"]
+    maps, masks, prov = open_method_sources(g, "train", TRAINING.get("sat")(), [SOURCE],
+                                            masks_from=["annotation.mask"])
+    assert [m.name for m in maps] == [SOURCE] and set(prov) == {SOURCE, "annotation.mask"}
+    stream, used = build_stream(g, "train", maps, masks, batch_size=16, seed=0,
+                                device=torch.device("cpu"),
+                                aug=AugConfig(crop_padding=2, flip=True), drop_last=False,
+                                mode=mode)
+    assert used == mode
+    seen = 0
+    for b in stream.batches(0):
+        # the map is sign(centred image): it moved with the image through crop and flip
+        assert b.saliency[SOURCE].dtype == torch.float32
+        inside = b.saliency[SOURCE] != 0
+        assert torch.equal(b.saliency[SOURCE][inside], torch.sign(b.x - 0.5)[inside])
+        assert b.masks["annotation.mask"].dtype == torch.bool
+        seen += len(b.y)
+    assert seen == 48
+    _, auto = build_stream(g, "train", maps, masks, batch_size=16, seed=0,
+                           device=torch.device("cpu"), aug=AugConfig(), drop_last=False)
+    assert auto == "memory"

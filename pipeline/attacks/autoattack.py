@@ -10,7 +10,7 @@ from torch import nn
 
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.base import Attack, raise_flag
-from pipeline.attacks.square import import_autoattack, rng_devices
+from pipeline.attacks.square import import_autoattack, reset_dynamic_check, rng_devices
 from pipeline.config import budget_field
 
 VERSIONS = ("standard", "rand", "plus", "custom")
@@ -73,6 +73,7 @@ class AutoAttackLinf(Attack):
             device=x.device, attacks=list(self.attacks) if self.attacks else None,
         )
         adversary.verbose = False
+        reset_dynamic_check(aa)
         handler = _FlagHandler()
         aa_logger = logging.getLogger("auto-attack")
         aa_logger.addHandler(handler)

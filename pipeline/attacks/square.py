@@ -19,11 +19,24 @@ def import_autoattack():
     """The AutoAttack package: ``pyautoattack`` (PyPI 0.2.0) or the GitHub ``autoattack``."""
     try:
         import pyautoattack as aa
+        import pyautoattack.checks  # noqa: F401
         import pyautoattack.square  # noqa: F401
     except ImportError:  # the GitHub install names the package ``autoattack``
         import autoattack as aa
+        import autoattack.checks  # noqa: F401
         import autoattack.square  # noqa: F401
     return aa
+
+
+def reset_dynamic_check(aa) -> None:
+    """Zero AutoAttack's global call counter of its "dynamic defense" check.
+
+    ``checks.check_dynamic`` counts calls to ``grad``/``backward`` in a module-level
+    dict that is never reset, so once one model tripped it every later check in the
+    process would flag too.
+    """
+    for k in aa.checks.funcs:
+        aa.checks.funcs[k] = 0
 
 
 def rng_devices(x: torch.Tensor) -> list:

@@ -42,9 +42,11 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[st
     gradients, dynamic defence = optimisation at inference time) and adds its own
     determinism check so the flag is raised even without AutoAttack.
     """
-    from pipeline.attacks.square import import_autoattack
+    from pipeline.attacks.square import import_autoattack, reset_dynamic_check
 
-    checks = import_autoattack().checks
+    aa = import_autoattack()
+    checks = aa.checks
+    reset_dynamic_check(aa)
     handler, logger = _FlagLog(), logging.getLogger("salpipe.sanity")
     logger.addHandler(handler)
     logger.propagate = False

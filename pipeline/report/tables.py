@@ -14,9 +14,25 @@ PAPER_TABLES = Path(__file__).resolve().parents[2] / "data" / "paper_tables"
 
 
 def method_label(df: pd.DataFrame) -> pd.Series:
-    """``method`` plus its saliency sources when it has any (``sat [resnet10_adv.gbp]``)."""
+    """``method``, the parameters that differ between its runs, and its saliency sources.
+
+    ``sat [resnet10_adv.gbp]``, ``sad (mode=bpda, ratio=0.8)``: rows that differ only
+    in the training seed share a label (and are averaged); anything else gets its own.
+    """
+    method = df["method"].fillna("?").astype(str)
+    params = df["params"].fillna("{}").map(json.loads) if "params" in df else None
+    extra = pd.Series("", index=df.index)
+    if params is not None:
+        for m in method.unique():
+            rows = params[method == m]
+            keys = sorted({k for p in rows for k in p})
+            varying = [k for k in keys
+                       if len({json.dumps(p.get(k), sort_keys=True) for p in rows}) > 1]
+            if varying:
+                extra[method == m] = rows.map(lambda p: " (" + ", ".join(
+                    f"{k}={p.get(k)}" for k in varying) + ")")
     src = df["saliency_sources"].fillna("[]").map(lambda s: ",".join(json.loads(s) or []))
-    return df["method"].fillna("?").astype(str) + src.map(lambda s: f" [{s}]" if s else "")
+    return method + extra + src.map(lambda s: f" [{s}]" if s else "")
 
 
 def column_label(attack: str, eps: float) -> str:

@@ -139,3 +139,29 @@ def test_isa_succeeds_with_a_large_budget(small_model):
     ok = m["isa_success"] > 0
     assert torch.isfinite(m["discrepancy_l1"][ok]).all()
     assert torch.isnan(m["discrepancy_l1"][~ok]).all()
+
+
+def test_autoattack_flags_optimisation_at_inference(small_model):
+    """AutoAttack's "dynamic defense" check reaches the result flags."""
+    from pipeline.attacks import collect_flags
+
+    class Dynamic(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(self.m(xg).max(1).values.sum(), xg)
+            return self.m(x + 0.01 * g.sign())
+
+    x, y = _labelled(small_model, n=4)
+    # eps=1: every point falls in the first iterations, so the check is all that costs
+    aa = ATTACKS.get("autoattack")(eps=1.0, version="custom", attacks=("apgd-ce",))
+    with collect_flags() as flags:
+        aa(Dynamic(small_model), x, y)
+    assert any("dynamic defense" in f for f in flags)
+    with collect_flags() as flags:
+        aa(small_model, x, y)
+    assert not flags

@@ -67,6 +67,20 @@ class _Noisy(torch.nn.Module):
         return self.m(x + 0.05 * torch.randn_like(x))
 
 
+class _Dynamic(torch.nn.Module):
+    """Optimises at inference time (like SAD): a gradient step inside forward."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.m(xg).max(1).values.sum(), xg)
+        return self.m(x + 0.01 * g.sign())
+
+
 def test_sanity_flags(small_model):
     x, y, _ = _data(small_model, n=6)
     assert sanity_checks(small_model, x, y) == []
@@ -75,6 +89,8 @@ def test_sanity_flags(small_model):
     zero = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(768, 10)).eval()
     torch.nn.init.zeros_(zero[1].weight)
     assert any("zero gradient" in f for f in sanity_checks(zero, x, y))
+    assert any("dynamic defense" in f for f in sanity_checks(_Dynamic(small_model), x, y))
+    assert sanity_checks(small_model, x, y) == []  # the library's counter was reset
 
 
 def test_presets_file_loads_and_is_validated(tmp_path):

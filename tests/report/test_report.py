@@ -28,7 +28,10 @@ def _fixture_results(path):
             rows.append({**base, "attack": "autoattack", "eps": 8 / 255, "metric": "accuracy",
                          "value": 0.1, "flags": json.dumps(["autoattack: it seems to be a "
                                                             "dynamic defense!"])})
-    pd.DataFrame(rows).to_parquet(path)
+    # a second parameter setting of pgd_at gets its own row
+    extra = [{**r, "params": json.dumps({"eps": "4/255"}), "model": "pgd_at_eps4"}
+             for r in rows if r["method"] == "pgd_at" and r["seed"] == 0]
+    pd.DataFrame(rows + extra).to_parquet(path)
     return path
 
 
@@ -43,14 +46,14 @@ def test_report_contains_every_method_and_attack(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     page = (tmp_path / "report" / "report.html").read_text()
     for text in (md, page):
-        for name in ("standard", "pgd_at", "sat [resnet10_adv.gbp]", "pgd5 1/255",
+        for name in ("standard", "pgd_at (eps=None)", "pgd_at (eps=4/255)", "sat [resnet10_adv.gbp]", "pgd5 1/255",
                      "pgd5 4/255", "autoattack 8/255", "kendall_tau", "dynamic defense"):
             assert name in text, name
     assert "80.50 ± 0.71" in md  # clean accuracy, mean +- std over the two seeds
     assert "47.71" in md  # paper 000 Table 1, 'Original' at PGD-5 1/255, beside ours
     assert "training cost" in md.lower() and (tmp_path / "report" / "training_cost.png").is_file()
     assert (tmp_path / "report" / "curves_cifar10_resnet10.png").is_file()
-    assert summary["flags"] == 6  # one per model that raised it
+    assert summary["flags"] == 7  # one per model that raised it
 
 
 def test_missing_results_file_is_named(tmp_path):

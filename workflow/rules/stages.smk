@@ -153,13 +153,11 @@ rule report:
         LOGS + "/report.log",
     params:
         out=REPORT,
-        runs=lambda w: " ".join(
-            f"--runs {model_dir_of(d, m, s)}"
-            for d, m, s in SWEEP.cells()
-        ),
+        results=lambda w, input: " ".join(f"--results {r}" for r in input.results),
+        runs=lambda w: " ".join(f"--runs {model_dir_of(d, m, s)}" for d, m, s in SWEEP.cells()),
     threads: 1
     resources:
         mem_mb=4000,
     shell:
-        "cmd='salpipe report --results {input.results} {params.runs} --out {params.out}';"
+        "cmd='salpipe report {params.results} {params.runs} --out {params.out}';"
         " echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"

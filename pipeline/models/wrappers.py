@@ -9,6 +9,9 @@ inner network as ``.network``. Factories: ``(network, wrapper_block) -> nn.Modul
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from torch import nn
 
 from pipeline.registry import Registry
@@ -35,3 +38,17 @@ def wrap_model(network: nn.Module, meta: dict) -> nn.Module:
     _register_all()
     # the wrapper holds the network as its only submodule: same device, same mode
     return WRAPPERS.get(block["name"])(network, block).train(network.training)
+
+
+def wrapped_model_id(meta: dict) -> str:
+    """What identifies the evaluated model: the weights' sha256, plus the wrapper if any.
+
+    Two wrapped variants can share weights (SAD saliency-only keeps the base model's), so
+    for a wrapped model this is the sha256 of ``{sha256, wrapper}``; for a plain model it
+    is the weights' sha256 itself.
+    """
+    block = meta.get("wrapper")
+    if not block:
+        return str(meta.get("sha256", ""))
+    text = json.dumps({"sha256": meta.get("sha256"), "wrapper": block}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import nn
@@ -130,7 +132,7 @@ def sanity_curve_flags(rows: Sequence[dict], *, zero_tol: float = 0.05,
         by_eps[(round(r["eps"] * 255, 6), _loss(r), r["restarts"])].append(r)
     for (steps, loss, _), group in sorted(by_steps.items()):
         group = sorted(group, key=lambda r: r["eps"])
-        for a, b in zip(group, group[1:]):
+        for a, b in pairwise(group):
             if b["accuracy"] > a["accuracy"] + 1.0 / max(b["n"], 1):
                 flags.append(f"sanity: pgd-{steps:g} ({loss}) accuracy rises with eps: "
                              f"{a['accuracy']:.3f} at {a['eps'] * 255:.1f}/255 -> "
@@ -142,7 +144,7 @@ def sanity_curve_flags(rows: Sequence[dict], *, zero_tol: float = 0.05,
                          "gradient masking or an attack that does not see the defence")
     for (eps, loss, _), group in sorted(by_eps.items()):
         group = sorted(group, key=lambda r: r["steps"])
-        for a, b in zip(group, group[1:]):
+        for a, b in pairwise(group):
             if b["steps"] > a["steps"] and b["accuracy"] > a["accuracy"] + 1.0 / max(b["n"], 1):
                 flags.append(f"sanity: at {eps:g}/255 ({loss}) more steps raise accuracy: "
                              f"{a['accuracy']:.3f} with {a['steps']:g} -> "

@@ -151,7 +151,7 @@ class SADModel(nn.Module):
             self._method = build_method(SALIENCY, spec.saliency, dict(spec.saliency_params),
                                         "sad.saliency")
 
-    def train(self, mode: bool = True) -> "SADModel":
+    def train(self, mode: bool = True) -> SADModel:
         """Sets the wrapper's flag only: the network always runs in eval mode.
 
         The recalibrated BN statistics are the defence (frozen, notes/peers.md C.2 1), so
@@ -162,7 +162,7 @@ class SADModel(nn.Module):
         self.network.eval()
         return self
 
-    def with_grad_mode(self, grad_mode: str) -> "SADModel":
+    def with_grad_mode(self, grad_mode: str) -> SADModel:
         """A view of the same network with another gradient mode (shares the weights)."""
         return SADModel(self.network, replace(self.spec, grad_mode=grad_mode)).train(
             self.training)

@@ -8,7 +8,6 @@ so ``pipeline.train.checkpoint.load_model`` returns the whole SAD module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -44,7 +43,7 @@ def _method_name(base_method: str | None, variant: str) -> str:
 
 
 def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
-                      cfg: SADCalibration = SADCalibration(), *,
+                      cfg: SADCalibration | None = None, *,
                       device: str | torch.device = "auto", split: str = "train",
                       overwrite: bool = False) -> dict:
     """Calibrate SAD from the checkpoint ``model_dir`` on ``split`` of ``store``.
@@ -53,7 +52,7 @@ def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
         model_dir: run directory of the original model (standard, PGD-AT or TRADES).
         store: the data set's Zarr store (its fingerprint must match the model's).
         out: output run directory (a checkpoint with a ``wrapper`` block).
-        cfg: :class:`SADCalibration`.
+        cfg: :class:`SADCalibration` (None: the defaults).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         split: calibration split (the paper: the training set).
         overwrite: replace an ``out`` made with another configuration.
@@ -65,6 +64,7 @@ def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
     from pipeline.seed import resolve_device, seed_everything
     from pipeline.train.checkpoint import read_sidecar, save_checkpoint
 
+    cfg = cfg if cfg is not None else SADCalibration()
     device = resolve_device(device)
     out = Path(out)
     base_sidecar = read_sidecar(model_dir)
@@ -141,15 +141,3 @@ def load_sad_model(model_dir: str | Path, device: str | torch.device = "cpu",
         spec = SADSpec(**{**asdict(spec), "grad_mode": grad_mode})
     return SADModel(network, spec).to(device).eval(), meta
 
-
-def wrapped_model_id(meta: dict) -> str:
-    """An identity for a wrapped model: sha256 of the weights' sha256 and the wrapper.
-
-    Two SAD variants can share weights (saliency-only = the base model's weights), so
-    the weights' sha256 alone does not identify what is evaluated.
-    """
-    block = meta.get("wrapper")
-    if not block:
-        return str(meta.get("sha256", ""))
-    text = json.dumps({"sha256": meta.get("sha256"), "wrapper": block}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()

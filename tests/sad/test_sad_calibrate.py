@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.sad.calibrate import (SADCalibration, batchnorm_layers, calibrate,
-                                    recalibrate_bn)
+from pipeline.sad.calibrate import (
+    SADCalibration,
+    batchnorm_layers,
+    calibrate,
+    recalibrate_bn,
+)
 from pipeline.sad.model import SADModel, SADSpec
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")

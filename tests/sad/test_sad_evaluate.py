@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from pipeline.evaluate.presets import AttackRun
-from pipeline.sad.evaluate import (ViewAttack, available_views, evaluate_views,
-                                   sanity_curve_flags, view_model, with_view)
+from pipeline.sad.evaluate import (
+    ViewAttack,
+    available_views,
+    evaluate_views,
+    sanity_curve_flags,
+    view_model,
+    with_view,
+)
 from pipeline.sad.model import SADModel, SADSpec
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.sad.model import SADModel, SADSpec, normalise_map, predicted_class_gradient
+from pipeline.sad.model import (
+    SADModel,
+    SADSpec,
+    normalise_map,
+    predicted_class_gradient,
+)
 
 
 @pytest.mark.parametrize("how", ["maxabs", "minmax", "sign", "raw"])

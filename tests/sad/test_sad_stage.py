@@ -36,10 +36,10 @@ def test_cli_calibrates_writes_a_sad_checkpoint_and_is_idempotent(tmp_path, stor
     assert side["params"]["ratio"] == 0.7 and side["params"]["base_method"] == "standard"
     assert side["metrics"]["sad_calibration_batches"] == 2
 
-    model, meta = load_sad_model(out, grad_mode="bpda")
+    model, _ = load_sad_model(out, grad_mode="bpda")
     assert isinstance(model, SADModel) and model.spec.grad_mode == "bpda"
     assert model.spec.ratio == 0.7 and not model.training
-    base, _ = load_sad_model(out)
+    assert load_sad_model(out)[0].spec.grad_mode == "exact"
     # same weights as the base, other BN statistics
     plain = torch.load(checkpoint / "model.pt", weights_only=True)
     new = torch.load(out / "model.pt", weights_only=True)

@@ -143,8 +143,9 @@ def evaluate_to_table(
     }
     new = pd.DataFrame([{**base, **r, "flags": json.dumps(r["flags"])} for r in rows])
     new["seed"] = pd.to_numeric(new["seed"], errors="coerce")
-    table = new[COLUMNS] if not len(table) else pd.concat([table, new[COLUMNS]],
-                                                           ignore_index=True)
+    # extra row keys (e.g. the SAD evaluation's ``view``) are kept after the standard ones
+    new = new[COLUMNS + [c for c in new.columns if c not in COLUMNS]]
+    table = new if not len(table) else pd.concat([table, new], ignore_index=True)
     write_results(table, out)
     secs = time.perf_counter() - t0
     log.info("wrote %d rows to %s (%.1f s)", len(new), out, secs)

@@ -32,7 +32,10 @@ def method_label(df: pd.DataFrame) -> pd.Series:
                 extra[method == m] = rows.map(lambda p: " (" + ", ".join(
                     f"{k}={p.get(k)}" for k in varying) + ")")
     src = df["saliency_sources"].fillna("[]").map(lambda s: ",".join(json.loads(s) or []))
-    return method + extra + src.map(lambda s: f" [{s}]" if s else "")
+    label = method + extra + src.map(lambda s: f" [{s}]" if s else "")
+    if "view" in df:  # SAD evaluation: non-adaptive / adaptive views of one model
+        label = label + df["view"].fillna("").map(lambda v: f" <{v}>" if v else "")
+    return label
 
 
 def column_label(attack: str, eps: float) -> str:

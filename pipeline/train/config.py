@@ -93,6 +93,8 @@ class TrainConfig:
             at epoch ends).
         eval_batch_size: batch size for the clean test accuracy after each epoch.
         test_split: split for that accuracy ("" = none).
+        test_limit: use only the first N images of that split (0 = all; the full
+            evaluation is a later stage, this is a progress signal).
         drop_last: drop the last partial training batch.
         stream: how the training split is streamed (a ``pipeline.cache.stream.STREAMS``
             name: ``memory`` loads it whole into RAM / device memory).
@@ -108,6 +110,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimiser steps
     eval_batch_size: int = 512
     test_split: str = "test"
+    test_limit: int = 0  # images
     drop_last: bool = False
     stream: str = "memory"
     opt: OptConfig = field(default_factory=OptConfig)

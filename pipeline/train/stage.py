@@ -132,6 +132,8 @@ def run_train(
     test = None
     if cfg.test_split:
         x_t, y_t = read_split_arrays(group, cfg.test_split)
+        if cfg.test_limit:
+            x_t, y_t = x_t[:cfg.test_limit], y_t[:cfg.test_limit]
         test = (torch.as_tensor(x_t), torch.as_tensor(y_t).long())
     out.mkdir(parents=True, exist_ok=True)
     resolved = {"method": method, "params": meta["params"], "train": meta["train"],

@@ -169,7 +169,8 @@ def test_sparse_teacher_holds_mask(tiny_store, tmp_path):
 
 def test_bf16_channels_last_and_adam_run(tiny_store, tmp_path):
     cfg = train_config_from({**CFG, "epochs": 1, "bf16": True, "channels_last": True,
-                             "bn_mode": "train", "opt": {"name": "adam", "lr": 1e-3},
+                             "bn_mode": "train", "test_limit": 8,
+                             "opt": {"name": "adam", "lr": 1e-3},
                              "sched": {"name": "onecycle"}})
     res = run_train(tiny_store, "trades", {"steps": 1}, cfg, tmp_path / "r")
     assert res["metrics"]["loss"] > 0

@@ -353,7 +353,7 @@ def show_saliency(store, source, split, n, start, out) -> None:
               help="Attack preset from config/presets.yaml (quick, sat, sip, sad, int, full).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--n", type=int, default=None, help="Evaluate the first N images (default all).")
-@click.option("--batch-size", default=256, show_default=True, help="Results do not depend on it.")
+@click.option("--batch-size", default=256, show_default=True, help="Attack batch size; results do not depend on it.")
 @click.option("--seed", default=0, show_default=True, help="Evaluation seed (random starts, noise).")
 @click.option("--source-model", type=click.Path(path_type=Path), default=None,
               help="Run directory of the source model of transfer attacks.")

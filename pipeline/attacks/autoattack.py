@@ -51,6 +51,8 @@ class AutoAttackLinf(Attack):
         x: ``[N, C, H, W]`` in [0, 1]; y: ``[N]``; returns ``[N, C, H, W]``.
     """
 
+    per_batch_rng = True  # the protocol runs it on fixed blocks of dataset indices
+
     eps: float = budget_field(8 / 255)
     version: str = "standard"
     attacks: tuple[str, ...] = ()

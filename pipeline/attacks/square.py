@@ -68,6 +68,8 @@ class Square(Attack):
         x: ``[N, C, H, W]`` in [0, 1]; y: ``[N]``; returns ``[N, C, H, W]``.
     """
 
+    per_batch_rng = True  # the protocol runs it on fixed blocks of dataset indices
+
     eps: float = budget_field(8 / 255)
     queries: int = 5000
     restarts: int = 1

@@ -8,7 +8,8 @@
 5. Final checks per attack: perturbation inside the budget, in [0, 1], no NaN.
 
 Random draws come from per-example streams keyed by the dataset index, so the numbers
-do not depend on the batch size (AutoAttack and Square seed per batch: see their docs).
+do not depend on the batch size. AutoAttack and Square draw per batch inside their
+library (``per_batch_rng``); they are run on fixed blocks of dataset indices instead.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline.evaluate.presets import AttackRun
 
 log = logging.getLogger(__name__)
 BUDGET_TOL = 1e-5
+CANONICAL_BLOCK = 128  # batch of dataset indices for attacks whose library draws per batch
 
 
 class _FlagLog(logging.Handler):
@@ -90,9 +92,15 @@ def run_attack(model, attack, x, y, index, todo, *, batch_size, seed, device, ep
     robust = torch.zeros(x.shape[0], dtype=torch.bool)
     metrics: dict[str, torch.Tensor] = {}
     ids = todo.nonzero().squeeze(1)
+    if getattr(attack, "per_batch_rng", False):
+        # The library draws per batch: fixed blocks of dataset indices make the batches
+        # (hence the numbers) independent of batch_size.
+        block = index[ids] // CANONICAL_BLOCK
+        batches = [ids[block == b] for b in block.unique()]
+    else:
+        batches = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
     with collect_flags() as flags:
-        for i in range(0, len(ids), batch_size):
-            sel = ids[i:i + batch_size]
+        for sel in batches:
             xb, yb = x[sel].to(device), y[sel].to(device)
             x_adv = attack(model, xb, yb, index=index[sel].to(device), seed=seed)
             if not torch.isfinite(x_adv).all():

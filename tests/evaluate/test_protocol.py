@@ -37,6 +37,14 @@ def test_batch_size_does_not_change_results(small_model):
     assert key(a) == key(b)
 
 
+def test_batch_size_independence_for_library_attacks(small_model):
+    """Square draws per batch inside its library: run on fixed index blocks instead."""
+    x, y, idx = _data(small_model)
+    runs = [AttackRun("square", "square", 8 / 255, {"queries": 30})]
+    rows = [evaluate_robust(small_model, x, y, idx, runs, batch_size=b, seed=1) for b in (3, 12)]
+    assert [r["value"] for r in rows[0]] == [r["value"] for r in rows[1]]
+
+
 def test_rows_clean_attacks_worst_case_and_metrics(small_model):
     x, y, idx = _data(small_model)
     rows = evaluate_robust(small_model, x, y, idx, RUNS, batch_size=6)

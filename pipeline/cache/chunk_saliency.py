@@ -121,7 +121,10 @@ def annotation_maps(job: ChunkJob, group, sl: slice, shape: tuple[int, int, int]
     """Weak saliency (paper 000 Eq. 10) of a chunk from the store's annotations."""
     import torch
 
-    from pipeline.saliency.annotations import weak_saliency_from_boxes, weak_saliency_from_masks
+    from pipeline.saliency.annotations import (
+        weak_saliency_from_boxes,
+        weak_saliency_from_masks,
+    )
 
     c, h, w = shape
     ann = f"{job.split}/annotations"

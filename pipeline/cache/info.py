@@ -12,7 +12,11 @@ import numpy as np
 
 from pipeline.cache.bits import unpack_bits
 from pipeline.cache.saliency_store import (
-    PROVENANCE_KEYS, _local_path, chunk_count, list_sources, open_group,
+    PROVENANCE_KEYS,
+    _local_path,
+    chunk_count,
+    list_sources,
+    open_group,
 )
 
 
@@ -37,7 +41,7 @@ def energy_pointing_game(group, split: str, source: str) -> dict | None:
     smap = group[f"{split}/saliency/{source}/map"]
     h, w = smap.shape[-2:]
     b = smap.chunks[0]
-    has_arr = group[f"{ann}/has_mask"] if f"{ann}/has_mask" in group else None
+    has_arr = group.get(f"{ann}/has_mask")
     shares, areas = [], []
     for start in range(0, smap.shape[0], b):
         sl = slice(start, start + b)
@@ -97,16 +101,19 @@ def _size(n: int) -> str:
 
 def format_info(info: dict) -> str:
     """The summary of :func:`cache_info` as indented text for the terminal."""
-    lines = [f"store {info['store']}: data set {info['dataset']!r}, fingerprint "
-             f"{str(info['fingerprint'])[:12]}..., schema {info['schema_version']}, "
-             f"{_size(info['bytes'])} on disk"]
+    head = (f"store {info['store']}: data set {info['dataset']!r}, fingerprint "
+            f"{str(info['fingerprint'])[:12]}..., schema {info['schema_version']}, "
+            f"{_size(info['bytes'])} on disk")
+    lines = [head]
     for split, entry in info["splits"].items():
         extra = ", masks" * entry["has_masks"] + ", boxes" * entry["has_boxes"]
         lines.append(f"  {split}: {entry['n']} images {entry['image_shape']}, chunk "
                      f"{entry['chunk']}{extra}; {len(entry['sources'])} saliency source(s)")
         for name, s in entry["sources"].items():
-            state = "complete" if s["complete"] else f"INCOMPLETE {s['chunks_done']}/{s['chunks']} chunks"
-            lines.append(f"    {name}: {state}, {_size(s['bytes'])}, arrays {', '.join(s['arrays'])}")
+            state = ("complete" if s["complete"]
+                     else f"INCOMPLETE {s['chunks_done']}/{s['chunks']} chunks")
+            lines.append(f"    {name}: {state}, {_size(s['bytes'])}, "
+                         f"arrays {', '.join(s['arrays'])}")
             sha = s.get("teacher_sha256")
             lines.append(f"      method {s['method']} params {s['params']} target {s['target']} "
                          f"teacher {s['teacher']}" + (f" (sha256 {sha[:12]}...)" if sha else ""))

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import pipeline
 from pipeline.cache import layout
 from pipeline.cache.chunk_saliency import ChunkJob, compute_chunk
 from pipeline.cache.saliency_store import (
-    PROVENANCE_KEYS, ProvenanceMismatchError, chunk_count, create_source, open_group,
-    provenance_differences, split_array,
+    ProvenanceMismatchError,
+    chunk_count,
+    create_source,
+    open_group,
+    provenance_differences,
+    split_array,
 )
 
 log = logging.getLogger(__name__)
@@ -54,13 +58,19 @@ class PrecomputeConfig:
     workers: int | None = None
 
 
+def teacher_dir(teacher: Path | str) -> Path:
+    """The run directory of a teacher given as its directory or its ``model.pt``."""
+    path = Path(teacher).resolve()
+    return path.parent if path.is_file() else path
+
+
 def source_name(cfg: PrecomputeConfig) -> str:
     """The source name: ``cfg.source`` or ``<teacher dir name>.<method>``."""
     if cfg.source:
         return layout.check_source(cfg.source)
     if cfg.teacher is None or cfg.method is None:
         raise ValueError("give --source annotation.<mask|bbox>, or --teacher and --method")
-    return layout.check_source(f"{Path(cfg.teacher).resolve().name}.{cfg.method}")
+    return layout.check_source(f"{teacher_dir(cfg.teacher).name}.{cfg.method}")
 
 
 def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
@@ -71,9 +81,11 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
     origin, _, kind = source.partition(".")
     if origin == ANNOTATION:
         if cfg.teacher is not None or cfg.method is not None:
-            raise ValueError(f"source {source!r} is built from annotations; drop --teacher/--method")
+            raise ValueError(
+                f"source {source!r} is built from annotations; drop --teacher/--method")
         if kind not in ("mask", "bbox"):
-            raise ValueError(f"annotation sources are annotation.mask and annotation.bbox, not {source!r}")
+            raise ValueError(
+                f"annotation sources are annotation.mask and annotation.bbox, not {source!r}")
         ann = f"{cfg.split}/annotations/{kind}"
         if ann not in group:
             raise ValueError(
@@ -86,7 +98,7 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
     if cfg.teacher is None or cfg.method is None:
         raise ValueError(f"source {source!r} needs --teacher and --method")
     from pipeline.saliency import SALIENCY
-    from pipeline.train.checkpoint import checkpoint_sha256, read_sidecar, check_meta
+    from pipeline.train.checkpoint import check_meta, checkpoint_sha256, read_sidecar
 
     method = build_method(SALIENCY, cfg.method, cfg.params, f"saliency {cfg.method}")
     if cfg.target not in ("label", "pred"):
@@ -95,7 +107,7 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
     sha = checkpoint_sha256(teacher)
     check_meta(read_sidecar(teacher), teacher, expect_dataset_fingerprint=fingerprint)
     return {"method": cfg.method, "params": to_dict(method), "target": cfg.target,
-            "teacher": teacher.resolve().name, "teacher_sha256": sha,
+            "teacher": teacher_dir(teacher).name, "teacher_sha256": sha,
             "dataset_fingerprint": fingerprint,
             "schema_version": layout.SCHEMA_VERSION}
 
@@ -117,8 +129,8 @@ def _prepare_source(group, cfg, source, prov, store, overwrite) -> tuple:
         return grp
     images = split_array(group, cfg.split, "images")
     attrs = {**prov, "salpipe_version": pipeline.__version__, "batch_size": cfg.batch_size,
-             "teacher_dir": None if cfg.teacher is None else str(Path(cfg.teacher).resolve()),
-             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+             "teacher_dir": None if cfg.teacher is None else str(teacher_dir(cfg.teacher)),
+             "created": datetime.now(UTC).isoformat(timespec="seconds")}
     return create_source(group, cfg.split, source, shape=tuple(images.shape),
                          chunk=images.chunks[0], with_bbox=_has_bbox(cfg, source), attrs=attrs)
 
@@ -174,7 +186,7 @@ def run_precompute(
         log.warning("resuming with the recorded batch size %d (asked %d) for identical "
                     "results", batch, cfg.batch_size)
     kind = {k: prov[k] for k in ("method", "params", "target", "teacher_sha256")}
-    teacher = None if cfg.teacher is None else str(Path(cfg.teacher).resolve())
+    teacher = None if cfg.teacher is None else str(teacher_dir(cfg.teacher))
     jobs = [ChunkJob(url=store, split=cfg.split, source=source, index=i, teacher=teacher,
                      batch_size=batch, device=str(device), **kind) for i in todo]
     log.info("%s: %d of %d chunks to compute (%d images per chunk)",

@@ -47,19 +47,14 @@ class MissingSourceError(KeyError, ValueError):
 
 def _local_path(url: str) -> str:
     # file:// URLs go through zarr's LocalStore, whose writes are atomic (temp + rename).
-    return url[len("file://"):] if url.startswith("file://") else url
-
-
-def store_exists(url: str) -> bool:
-    """Whether ``url`` (a path or any fsspec URL) holds a Zarr group."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(_local_path(str(url)))
-    return fs.exists(f"{root.rstrip('/')}/zarr.json")
+    return url.removeprefix("file://")
 
 
 def open_group(url: str, mode: str = "r") -> zarr.Group:
     """Open the data set store at ``url`` (path, ``file://``, ``memory://``, any fsspec URL).
+
+    :func:`pipeline.cache.store.open_store`, with ``file://`` URLs opened as local paths
+    (zarr's LocalStore writes atomically: temp file, then rename).
 
     Args:
         url: the ``<dataset>.zarr`` store written by ``salpipe prepare-data``.
@@ -69,17 +64,9 @@ def open_group(url: str, mode: str = "r") -> zarr.Group:
         FileNotFoundError: no store at ``url``.
         ValueError: the store has another schema version.
     """
-    url = str(url)
-    if not store_exists(url):
-        raise FileNotFoundError(f"store {url} not found (no zarr.json there)")
-    group = zarr.open_group(_local_path(url), mode=mode)
-    version = group.attrs.get("schema_version")
-    if version != layout.SCHEMA_VERSION:
-        raise ValueError(
-            f"store {url} has schema_version {version!r}; this salpipe reads "
-            f"{layout.SCHEMA_VERSION}. Rebuild it with salpipe prepare-data."
-        )
-    return group
+    from pipeline.cache.store import open_store
+
+    return open_store(_local_path(str(url)), mode)
 
 
 def _as_group(store: zarr.Group | str, mode: str = "r") -> zarr.Group:
@@ -154,7 +141,7 @@ def read_saliency(
     data = grp[kind][...]
     if not unpack or kind in ("map", "bbox"):
         return data
-    n, c, h, w = grp["map"].shape
+    c, h, w = grp["map"].shape[1:]
     return unpack_bits(data, (c, h, w) if kind == "sign" else (h, w))
 
 

@@ -21,7 +21,13 @@ import numpy as np
 
 from pipeline.cache.chunk_saliency import ChunkJob, compute_arrays
 from pipeline.cache.saliency_store import (
-    KINDS, _local_path, chunk_count, chunk_digest, list_sources, open_group, read_chunk,
+    KINDS,
+    _local_path,
+    chunk_count,
+    chunk_digest,
+    list_sources,
+    open_group,
+    read_chunk,
 )
 
 log = logging.getLogger(__name__)
@@ -67,7 +73,7 @@ def _check_stored(url: str, name: str, grp, report: VerifyReport) -> list[int]:
             continue
         try:
             arrays = read_chunk(grp, i)
-        except Exception as e:  # a codec error is what corruption looks like
+        except Exception as e:  # noqa: BLE001  (any codec error means corruption)
             report.problems.append(f"{name}: chunk {i} corrupt (cannot decode: {e})")
             continue
         want = digests.get(str(i))

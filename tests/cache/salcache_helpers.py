@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import zarr
 
 from pipeline.cache import layout
@@ -19,7 +18,7 @@ def make_store(url: str, *, n: int = N, chunk: int = CHUNK, annotations: bool = 
                seed: int = 0, fingerprint: str | None = None) -> str:
     """Write a small random data set store (train split) at ``url``; returns ``url``."""
     rng = np.random.default_rng(seed)
-    g = zarr.open_group(url[len("file://"):] if url.startswith("file://") else url, mode="w")
+    g = zarr.open_group(url.removeprefix("file://"), mode="w")
     g.attrs.update({
         "schema_version": layout.SCHEMA_VERSION, "dataset": "toy", "classes": list("abcdefghij"),
         "num_classes": 10, "fingerprint": fingerprint or f"fp{seed:062d}", "splits": ["train"],

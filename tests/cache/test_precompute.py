@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from salcache_helpers import CHUNK, C, H, N, W, make_store, make_teacher, store_bytes
 
 from pipeline.cache.chunk_saliency import NonFiniteSaliencyError, derive_arrays
 from pipeline.cache.precompute import PrecomputeConfig, run_precompute
 from pipeline.cache.saliency_store import (
-    MissingSourceError, ProvenanceMismatchError, list_sources, read_saliency,
+    MissingSourceError,
+    ProvenanceMismatchError,
+    list_sources,
+    read_saliency,
     source_provenance,
 )
-from salcache_helpers import C, CHUNK, H, N, W, make_store, make_teacher, store_bytes
 
 
 def _grad_cfg(teacher, **kw) -> PrecomputeConfig:
@@ -214,3 +217,9 @@ def test_stochastic_method_is_seeded_per_chunk(store, teacher, tmp_path):
     np.testing.assert_array_equal(read_saliency(other, "train", "teach_a.smoothgrad"), smap)
     # noise differs between chunks: identical images in two chunks get different maps
     assert not np.array_equal(smap[:CHUNK], smap[CHUNK:2 * CHUNK])
+
+
+def test_teacher_given_as_model_pt_names_its_directory(store, teacher):
+    res = run_precompute(store, _grad_cfg(teacher / "model.pt"))
+    assert res["source"] == "train/teach_a.grad"
+    assert run_precompute(store, _grad_cfg(teacher))["status"] == "nothing to do"

@@ -58,7 +58,8 @@ class IntegratedGradients(SaliencyMethod):
     per_image = False  # the uniform baseline is drawn for the whole batch
 
     def __post_init__(self):
-        if self.steps < 1 or (self.internal_batch_size or 1) < 1:
+        ibs = self.internal_batch_size
+        if self.steps < 1 or (ibs is not None and ibs < 1):
             raise ValueError("ig needs steps >= 1 and internal_batch_size >= 1")
 
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:

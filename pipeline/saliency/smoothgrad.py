@@ -46,7 +46,8 @@ class SmoothGrad(SaliencyMethod):
 
         if self.base == "smoothgrad":
             raise ValueError("smoothgrad cannot wrap itself")
-        if self.sigma < 0 or self.samples < 1 or (self.batch_size or 1) < 1:
+        bad_batch = self.batch_size is not None and self.batch_size < 1
+        if self.sigma < 0 or self.samples < 1 or bad_batch:
             raise ValueError("smoothgrad needs sigma >= 0, samples >= 1, batch_size >= 1")
         method = build_method(SALIENCY, self.base, dict(self.base_params), "smoothgrad.base")
         object.__setattr__(self, "_method", method)

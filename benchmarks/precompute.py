@@ -18,6 +18,9 @@ images/s and two ratios:
   loop). The per-image loops run on ``--loop-images`` images.
 
 Targets (issue 3): grad, gbp, gradcampp, cam >= 0.8x fwd+bwd and >= 10x per-image.
+Our methods take the whole batch and split it into device-sized pieces themselves
+(:func:`pipeline.saliency.base.auto_batch`: 64 images on CPU); the plain fwd+bwd runs on
+the whole batch as one training step would.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ def step_rate(model, method, batch, ctx, opt, steps: int) -> tuple[float, float]
     """(images per wall second, images per process-CPU second) of ``steps`` full
     optimiser steps after one warm-up step. With one thread on a shared machine the
     CPU-second rate is the steadier number (other processes inflate wall time)."""
+
     def one():
         loss = method.batch_loss(model, batch, ctx)
         opt.zero_grad(set_to_none=True)
@@ -60,16 +61,25 @@ def main() -> None:
     x = torch.rand(a.batch, 3, a.size, a.size, device=dev)
     y = torch.randint(0, 10, (a.batch,), device=dev)
     batch = Batch(x=x, y=y, index=torch.arange(a.batch, device=dev))
-    ctx = StepContext(0, 1, 0, dev, 10, "eval", torch.Generator(device=dev).manual_seed(0))
-    cases = [("standard", {}), ("pgd_at", {"steps": 5}), ("pgd_at", {"steps": 10}),
-             ("trades", {"steps": 10})]
-    print(f"{a.arch} width {a.width}, {a.size}x{a.size}, batch {a.batch}, {dev}, "
-          f"{a.threads} thread(s), {a.steps} timed steps each")
+    ctx = StepContext(
+        0, 1, 0, dev, 10, "eval", torch.Generator(device=dev).manual_seed(0)
+    )
+    cases = [
+        ("standard", {}),
+        ("pgd_at", {"steps": 5}),
+        ("pgd_at", {"steps": 10}),
+        ("trades", {"steps": 10}),
+    ]
+    print(
+        f"{a.arch} width {a.width}, {a.size}x{a.size}, batch {a.batch}, {dev}, "
+        f"{a.threads} thread(s), {a.steps} timed steps each"
+    )
     base = None
     print(f"{'method':22s} {'img/s wall':>10s} {'img/CPU-s':>10s} {'ratio (CPU)':>12s}")
     for name, params in cases:
-        wall, cpu = step_rate(model, build_method(TRAINING, name, params, name), batch,
-                              ctx, opt, a.steps)
+        wall, cpu = step_rate(
+            model, build_method(TRAINING, name, params, name), batch, ctx, opt, a.steps
+        )
         base = base or cpu
         label = name + "".join(f" {k}={v}" for k, v in params.items())
         print(f"{label:22s} {wall:10.1f} {cpu:10.1f} {cpu / base:11.3f}x")

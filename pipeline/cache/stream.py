@@ -73,7 +73,11 @@ def augment(
     p = aug.crop_padding
     oy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
     ox = torch.randint(0, 2 * p + 1, (b,), generator=generator)
-    flip = torch.rand(b, generator=generator) < 0.5 if aug.flip else torch.zeros(b, dtype=torch.bool)
+    flip = (
+        torch.rand(b, generator=generator) < 0.5
+        if aug.flip
+        else torch.zeros(b, dtype=torch.bool)
+    )
     cols = ox[:, None] + torch.arange(w)[None, :]  # [B, W] columns in the padded image
     cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flip reverses the columns
     rows = (oy[:, None] + torch.arange(h)[None, :]).to(dev)
@@ -104,9 +108,15 @@ class MemoryStream:
     """
 
     def __init__(
-        self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
-        batch_size: int, seed: int = 0, device: str | torch.device = "cpu",
-        aug: AugConfig = AugConfig(), drop_last: bool = False,
+        self,
+        images: np.ndarray | torch.Tensor,
+        labels: np.ndarray | torch.Tensor,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        aug: AugConfig = AugConfig(),
+        drop_last: bool = False,
         saliency: Mapping[str, np.ndarray] | None = None,
         masks: Mapping[str, np.ndarray] | None = None,
     ):
@@ -115,19 +125,36 @@ class MemoryStream:
         self.labels = torch.as_tensor(np.asarray(labels)).long().to(self.device)
         n = len(self.images)
         if self.images.ndim != 4 or self.images.dtype != torch.uint8:
-            raise ValueError(f"images must be uint8 [N,C,H,W], got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 [N,C,H,W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
         if self.labels.shape != (n,):
             raise ValueError(f"labels shape {tuple(self.labels.shape)} != ({n},)")
         self.saliency = {k: self._extra(k, v, n) for k, v in (saliency or {}).items()}
-        self.masks = {k: self._extra(k, v, n, torch.bool) for k, v in (masks or {}).items()}
+        self.masks = {
+            k: self._extra(k, v, n, torch.bool) for k, v in (masks or {}).items()
+        }
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.seed, self.aug, self.drop_last = batch_size, seed, aug, drop_last
+        self.batch_size, self.seed, self.aug, self.drop_last = (
+            batch_size,
+            seed,
+            aug,
+            drop_last,
+        )
 
     @classmethod
-    def from_store(cls, store, split: str, *, saliency: Sequence[str] = (),
-                   masks: Sequence[str] = (), prepare=None, **kw) -> "MemoryStream":
+    def from_store(
+        cls,
+        store,
+        split: str,
+        *,
+        saliency: Sequence[str] = (),
+        masks: Sequence[str] = (),
+        prepare=None,
+        **kw,
+    ) -> "MemoryStream":
         """Load ``split`` (and the named cached sources) of a zarr store into memory;
         ``prepare(name, array)``, when given, transforms each map source once."""
         images, labels = read_split_arrays(store, split)
@@ -136,17 +163,23 @@ class MemoryStream:
             sal = {k: prepare(k, v) for k, v in sal.items()}
         return cls(images, labels, saliency=sal, masks=msk, **kw)
 
-    def _extra(self, name: str, arr, n: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def _extra(
+        self, name: str, arr, n: int, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(arr))
         if t.ndim == 3:
             t = t[:, None]  # [N, H, W] masks get their channel axis
         if t.ndim != 4 or t.shape[0] != n or t.shape[2:] != self.images.shape[2:]:
-            raise ValueError(f"extra array {name!r} has shape {tuple(t.shape)}; expected "
-                             f"[{n}, C, {self.images.shape[2]}, {self.images.shape[3]}]")
+            raise ValueError(
+                f"extra array {name!r} has shape {tuple(t.shape)}; expected "
+                f"[{n}, C, {self.images.shape[2]}, {self.images.shape[3]}]"
+            )
         if dtype is not None:
             t = t.to(dtype)
         elif not t.is_floating_point():
-            raise ValueError(f"saliency array {name!r} must be floating point, got {t.dtype}")
+            raise ValueError(
+                f"saliency array {name!r} must be floating point, got {t.dtype}"
+            )
         return t.to(self.device)
 
     def __len__(self) -> int:
@@ -165,8 +198,10 @@ class MemoryStream:
         """Batches ``start, start+1, ...`` of ``epoch`` (0-based); resumable at any batch."""
         perm = epoch_permutation(len(self.images), self.seed, epoch)
         for k in range(start, self.num_batches):
-            idx = perm[k * self.batch_size:(k + 1) * self.batch_size]
-            yield self._batch(idx, torch.Generator().manual_seed(batch_seed(self.seed, epoch, k)))
+            idx = perm[k * self.batch_size : (k + 1) * self.batch_size]
+            yield self._batch(
+                idx, torch.Generator().manual_seed(batch_seed(self.seed, epoch, k))
+            )
 
     def _batch(self, idx: torch.Tensor, gen: torch.Generator) -> Batch:
         dev_idx = idx.to(self.device)
@@ -179,8 +214,9 @@ class MemoryStream:
         sal = {k: parts[1 + i].float() for i, k in enumerate(sal_names)}
         off = 1 + len(sal_names)
         masks = {k: parts[off + i] for i, k in enumerate(mask_names)}
-        return Batch(x=x, y=self.labels[dev_idx], index=dev_idx.long(),
-                     saliency=sal, masks=masks)
+        return Batch(
+            x=x, y=self.labels[dev_idx], index=dev_idx.long(), saliency=sal, masks=masks
+        )
 
 
 def read_split_arrays(store, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -195,8 +231,9 @@ def read_split_arrays(store, split: str) -> tuple[np.ndarray, np.ndarray]:
     return arrays.images, arrays.labels
 
 
-def read_sources(store, split: str, saliency: Sequence[str] = (),
-                 masks: Sequence[str] = ()) -> tuple[dict, dict]:
+def read_sources(
+    store, split: str, saliency: Sequence[str] = (), masks: Sequence[str] = ()
+) -> tuple[dict, dict]:
     """Cached saliency maps (float ``[N,C,H,W]``) and salience masks (bool
     ``[N,1,H,W]``) of the named sources; a missing source raises, naming it."""
     if not saliency and not masks:
@@ -204,5 +241,8 @@ def read_sources(store, split: str, saliency: Sequence[str] = (),
     from pipeline.cache.saliency_store import read_saliency
 
     sal = {s: read_saliency(store, split, s, kind="map") for s in saliency}
-    msk = {s: np.asarray(read_saliency(store, split, s, kind="mask"))[:, None] for s in masks}
+    msk = {
+        s: np.asarray(read_saliency(store, split, s, kind="mask"))[:, None]
+        for s in masks
+    }
     return sal, msk

@@ -58,8 +58,9 @@ def _smallest_mask(values: torch.Tensor, sparsity: float) -> torch.Tensor:
     return mask
 
 
-def magnitude_masks(model: nn.Module, sparsity: float,
-                    scope: str = "global") -> dict[str, torch.Tensor]:
+def magnitude_masks(
+    model: nn.Module, sparsity: float, scope: str = "global"
+) -> dict[str, torch.Tensor]:
     """Masks (1 = kept) of the conv/linear weights by magnitude.
 
     Returns:
@@ -67,14 +68,17 @@ def magnitude_masks(model: nn.Module, sparsity: float,
     """
     weights = prunable(model)
     if scope == "layer":
-        return {n: _smallest_mask(w.detach(), sparsity).view_as(w) for n, w in weights.items()}
+        return {
+            n: _smallest_mask(w.detach(), sparsity).view_as(w)
+            for n, w in weights.items()
+        }
     if scope != "global":
         raise ValueError(f"scope must be global or layer, not {scope!r}")
     flat = torch.cat([w.detach().flatten() for w in weights.values()])
     mask = _smallest_mask(flat, sparsity)
     out, i = {}, 0
     for n, w in weights.items():
-        out[n] = mask[i:i + w.numel()].view_as(w).clone()
+        out[n] = mask[i : i + w.numel()].view_as(w).clone()
         i += w.numel()
     return out
 

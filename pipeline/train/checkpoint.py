@@ -189,12 +189,17 @@ def load_model(
             f"{meta['sha256'][:12]}...); it was overwritten or is corrupt"
         )
     model = build_model(
-        meta["arch"], int(meta["num_classes"]), width=meta.get("width"),
-        mean=meta["mean"], std=meta["std"],
+        meta["arch"],
+        int(meta["num_classes"]),
+        width=meta.get("width"),
+        mean=meta["mean"],
+        std=meta["std"],
     )
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"checkpoint {path} does not fit arch {meta['arch']!r}: {e}") from None
+        raise ValueError(
+            f"checkpoint {path} does not fit arch {meta['arch']!r}: {e}"
+        ) from None
     return model.to(device).eval(), meta

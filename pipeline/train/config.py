@@ -63,7 +63,9 @@ class SchedConfig:
     values: tuple[float, ...] = ()  # lr multipliers at the knots (piecewise)
 
     def __post_init__(self):
-        if self.name == "piecewise" and (len(self.knots) < 2 or len(self.knots) != len(self.values)):
+        if self.name == "piecewise" and (
+            len(self.knots) < 2 or len(self.knots) != len(self.values)
+        ):
             raise ValueError("piecewise needs >= 2 knots and as many values")
         if not 0 < self.pct_start < 1:
             raise ValueError(f"pct_start must be in (0, 1), got {self.pct_start}")
@@ -124,14 +126,19 @@ class TrainConfig:
         from pipeline.cache.stream import STREAMS
 
         if self.stream not in STREAMS:
-            raise ValueError(f"stream {self.stream!r} unknown; known: {', '.join(STREAMS.names())}")
+            raise ValueError(
+                f"stream {self.stream!r} unknown; known: {', '.join(STREAMS.names())}"
+            )
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1 "
-                             f"(got {self.epochs}, {self.batch_size})")
+            raise ValueError(
+                f"epochs and batch_size must be >= 1 "
+                f"(got {self.epochs}, {self.batch_size})"
+            )
 
 
-def train_config_from(data: dict | None, overrides: dict[str, Any] | None = None,
-                      where: str = "train") -> TrainConfig:
+def train_config_from(
+    data: dict | None, overrides: dict[str, Any] | None = None, where: str = "train"
+) -> TrainConfig:
     """A :class:`TrainConfig` from a mapping plus dotted overrides (``{"opt.lr": 0.05}``).
 
     Overrides whose value is None are ignored (unset CLI options).
@@ -154,7 +161,9 @@ def _deep_copy(d: dict) -> dict:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
-def lr_multiplier(sched: SchedConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+def lr_multiplier(
+    sched: SchedConfig, step: int, steps_per_epoch: int, epochs: int
+) -> float:
     """The multiplier of the base lr at optimiser ``step`` (0-based)."""
     total = max(steps_per_epoch * epochs, 1)
     epoch = step / max(steps_per_epoch, 1)  # fractional epoch
@@ -165,8 +174,11 @@ def lr_multiplier(sched: SchedConfig, step: int, steps_per_epoch: int, epochs: i
         return max(0.0, (1 - frac) / (1 - sched.pct_start))
     if sched.name == "piecewise":
         return _interp(epoch, sched.knots, sched.values)
-    warm = min(1.0, (step + 1) / (sched.warmup_epochs * steps_per_epoch)) \
-        if sched.warmup_epochs > 0 else 1.0
+    warm = (
+        min(1.0, (step + 1) / (sched.warmup_epochs * steps_per_epoch))
+        if sched.warmup_epochs > 0
+        else 1.0
+    )
     if sched.name == "constant":
         return warm
     if sched.name == "multistep":

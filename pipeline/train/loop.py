@@ -27,7 +27,11 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import to_dict
-from pipeline.train.checkpoint import atomic_torch_save, atomic_write_bytes, save_checkpoint
+from pipeline.train.checkpoint import (
+    atomic_torch_save,
+    atomic_write_bytes,
+    save_checkpoint,
+)
 from pipeline.train.config import TrainConfig, lr_multiplier
 from pipeline.train.method import StepContext, TrainingMethod
 
@@ -41,16 +45,29 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     """SGD (momentum, Nesterov) or Adam over all parameters, per ``cfg.opt``."""
     o = cfg.opt
     if o.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas),
-                                weight_decay=o.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                           nesterov=o.nesterov and o.momentum > 0,
-                           weight_decay=o.weight_decay)
+        return torch.optim.Adam(
+            model.parameters(),
+            lr=o.lr,
+            betas=tuple(o.betas),
+            weight_decay=o.weight_decay,
+        )
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=o.lr,
+        momentum=o.momentum,
+        nesterov=o.nesterov and o.momentum > 0,
+        weight_decay=o.weight_decay,
+    )
 
 
 @torch.no_grad()
-def clean_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   batch_size: int, bf16: bool = False) -> float:
+def clean_accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    bf16: bool = False,
+) -> float:
     """Top-1 accuracy of ``model`` (eval mode, restored after) on uint8 ``images``."""
     was = model.training
     model.eval()
@@ -58,10 +75,10 @@ def clean_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     correct = 0
     try:
         for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(dev).float().div_(255)
+            x = images[i : i + batch_size].to(dev).float().div_(255)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 pred = model(x).argmax(1)
-            correct += int((pred == labels[i:i + batch_size].to(dev)).sum())
+            correct += int((pred == labels[i : i + batch_size].to(dev)).sum())
     finally:
         model.train(was)
     return correct / max(len(images), 1)
@@ -70,12 +87,20 @@ def clean_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def resume_key(meta: dict) -> dict:
     """What makes two runs the same run, from sidecar-shaped ``meta`` (device, cadence
     of checkpoints and measured numbers excluded)."""
-    train = {k: v for k, v in (meta.get("train") or {}).items()
-             if k not in ("device", "checkpoint_every")}
-    return {"train": train, "method": meta.get("method"), "params": meta.get("params"),
-            "arch": meta.get("arch"), "dataset_fingerprint": meta.get("dataset_fingerprint"),
-            "saliency_sources": sorted(meta.get("saliency_sources") or {}),
-            "prune": meta.get("prune")}
+    train = {
+        k: v
+        for k, v in (meta.get("train") or {}).items()
+        if k not in ("device", "checkpoint_every")
+    }
+    return {
+        "train": train,
+        "method": meta.get("method"),
+        "params": meta.get("params"),
+        "arch": meta.get("arch"),
+        "dataset_fingerprint": meta.get("dataset_fingerprint"),
+        "saliency_sources": sorted(meta.get("saliency_sources") or {}),
+        "prune": meta.get("prune"),
+    }
 
 
 def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
@@ -100,7 +125,11 @@ def _diff(a: Any, b: Any, path: str = "") -> str | None:
             if d:
                 return d
         return None
-    return None if json.dumps(a, default=str) == json.dumps(b, default=str) else (path or "<root>")
+    return (
+        None
+        if json.dumps(a, default=str) == json.dumps(b, default=str)
+        else (path or "<root>")
+    )
 
 
 class Trainer:
@@ -116,12 +145,25 @@ class Trainer:
             reapplied after every optimiser step (sparse fine-tuning).
     """
 
-    def __init__(self, model: nn.Module, method: TrainingMethod, stream, cfg: TrainConfig,
-                 out: Path, meta: dict, device: torch.device,
-                 test: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 masks: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        method: TrainingMethod,
+        stream,
+        cfg: TrainConfig,
+        out: Path,
+        meta: dict,
+        device: torch.device,
+        test: tuple[torch.Tensor, torch.Tensor] | None = None,
+        masks: dict[str, torch.Tensor] | None = None,
+    ):
         self.model, self.method, self.stream, self.cfg = model, method, stream, cfg
-        self.out, self.meta, self.device, self.test = Path(out), dict(meta), device, test
+        self.out, self.meta, self.device, self.test = (
+            Path(out),
+            dict(meta),
+            device,
+            test,
+        )
         self.masks = {k: m.to(device) for k, m in (masks or {}).items()}
         self.params = dict(model.named_parameters())
         unknown = set(self.masks) - set(self.params)
@@ -141,11 +183,17 @@ class Trainer:
 
     # -- resume state -------------------------------------------------------------
     def save_resume(self) -> None:
-        state = {"key": json.dumps(self.key, sort_keys=True, default=str),
-                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "epoch": self.epoch, "batch": self.batch, "step": self.step,
-                 "rng": _rng_state(self.gen, self.device), "acc": dict(self.acc),
-                 "masks": self.masks}
+        state = {
+            "key": json.dumps(self.key, sort_keys=True, default=str),
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "rng": _rng_state(self.gen, self.device),
+            "acc": dict(self.acc),
+            "masks": self.masks,
+        }
         atomic_torch_save(state, self.out / RESUME_FILE)
 
     def load_resume(self) -> bool:
@@ -160,23 +208,36 @@ class Trainer:
         if where:
             raise ValueError(
                 f"{path} was written by a run with another configuration ({where} "
-                f"differs); use the same config, another --out, or delete {path}")
+                f"differs); use the same config, another --out, or delete {path}"
+            )
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.epoch, self.batch, self.step = (
+            state["epoch"],
+            state["batch"],
+            state["step"],
+        )
         _set_rng_state(state["rng"], self.gen, self.device)
         self.acc = dict(state["acc"])
         self.masks = {k: m.to(self.device) for k, m in state["masks"].items()}
-        log.info("resuming %s at epoch %d, batch %d (step %d)",
-                 self.out, self.epoch, self.batch, self.step)
+        log.info(
+            "resuming %s at epoch %d, batch %d (step %d)",
+            self.out,
+            self.epoch,
+            self.batch,
+            self.step,
+        )
         return True
 
     def _truncate_metrics(self) -> None:
         """Drop metric lines of epochs that will be redone (killed after appending)."""
         path = self.out / METRICS_FILE
         if path.is_file():
-            keep = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["epoch"] < self.epoch]
+            keep = [
+                ln
+                for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["epoch"] < self.epoch
+            ]
             atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
 
     # -- the loop -----------------------------------------------------------------
@@ -186,9 +247,14 @@ class Trainer:
         self.load_resume()
         self._truncate_metrics()
         cfg = self.cfg
-        log.info("training %s with %s for %d epochs on %s; attacks craft with BN in %s "
-                 "mode", self.meta.get("arch"), self.meta.get("method"), cfg.epochs,
-                 self.device, cfg.bn_mode)
+        log.info(
+            "training %s with %s for %d epochs on %s; attacks craft with BN in %s mode",
+            self.meta.get("arch"),
+            self.meta.get("method"),
+            cfg.epochs,
+            self.device,
+            cfg.bn_mode,
+        )
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._apply_masks()
@@ -198,27 +264,44 @@ class Trainer:
 
     def _run_epoch(self) -> None:
         cfg, model = self.cfg, self.model
-        ctx = StepContext(epoch=self.epoch, epochs=cfg.epochs, step=self.step,
-                          device=self.device, num_classes=int(self.meta["num_classes"]),
-                          bn_mode=cfg.bn_mode, generator=self.gen)
+        ctx = StepContext(
+            epoch=self.epoch,
+            epochs=cfg.epochs,
+            step=self.step,
+            device=self.device,
+            num_classes=int(self.meta["num_classes"]),
+            bn_mode=cfg.bn_mode,
+            generator=self.gen,
+        )
         self.method.on_epoch_start(model, ctx)
         model.train()
         nb = self.stream.num_batches
         last_logits: list[torch.Tensor] = []
-        hook = model.register_forward_hook(lambda m, i, o: last_logits.__setitem__(
-            slice(None), [o]))  # keep only the latest forward's logits
+        hook = model.register_forward_hook(
+            lambda m, i, o: last_logits.__setitem__(slice(None), [o])
+        )  # keep only the latest forward's logits
         t0 = time.perf_counter()
-        bar = tqdm(self.stream.batches(self.epoch, self.batch), total=nb, initial=self.batch,
-                   desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False, disable=None)
+        bar = tqdm(
+            self.stream.batches(self.epoch, self.batch),
+            total=nb,
+            initial=self.batch,
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=None,
+        )
         try:
             for batch in bar:
                 ctx.step = self.step
                 for g in self.opt.param_groups:
-                    g["lr"] = cfg.opt.lr * lr_multiplier(cfg.sched, self.step, nb, cfg.epochs)
+                    g["lr"] = cfg.opt.lr * lr_multiplier(
+                        cfg.sched, self.step, nb, cfg.epochs
+                    )
                 if cfg.channels_last:
                     batch.x = batch.x.contiguous(memory_format=torch.channels_last)
                 last_logits.clear()
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(
+                    self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16
+                ):
                     loss = self.method.batch_loss(model, batch, ctx)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -228,8 +311,11 @@ class Trainer:
                 self.step += 1
                 self.batch += 1
                 bar.set_postfix(loss=f"{self.acc['loss'] / max(self.acc['n'], 1):.3f}")
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
-                        and self.batch < nb:
+                if (
+                    cfg.checkpoint_every
+                    and self.step % cfg.checkpoint_every == 0
+                    and self.batch < nb
+                ):
                     self.acc["seconds"] += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     self.save_resume()
@@ -255,22 +341,35 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         acc, cfg = self.acc, self.cfg
-        row = {"epoch": self.epoch, "loss": acc["loss"] / max(acc["n"], 1),
-               "train_acc": acc["correct"] / max(acc["n"], 1),
-               "test_acc": None, "epoch_seconds": acc["seconds"],
-               "images_per_s": acc["n"] / max(acc["seconds"], 1e-9),
-               "lr": self.opt.param_groups[0]["lr"], "step": self.step}
+        row = {
+            "epoch": self.epoch,
+            "loss": acc["loss"] / max(acc["n"], 1),
+            "train_acc": acc["correct"] / max(acc["n"], 1),
+            "test_acc": None,
+            "epoch_seconds": acc["seconds"],
+            "images_per_s": acc["n"] / max(acc["seconds"], 1e-9),
+            "lr": self.opt.param_groups[0]["lr"],
+            "step": self.step,
+        }
         if self.test is not None:
-            row["test_acc"] = clean_accuracy(self.model, *self.test, cfg.eval_batch_size,
-                                             cfg.bf16)
-        log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs,
-                 ", ".join(f"{k}={v:.4g}" for k, v in row.items()
-                           if isinstance(v, float)))
+            row["test_acc"] = clean_accuracy(
+                self.model, *self.test, cfg.eval_batch_size, cfg.bf16
+            )
+        log.info(
+            "epoch %d/%d: %s",
+            self.epoch + 1,
+            cfg.epochs,
+            ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)),
+        )
         with open(self.out / METRICS_FILE, "a") as f:
             f.write(json.dumps(row) + "\n")
         self.epoch, self.batch, self.acc = self.epoch + 1, 0, self._fresh_acc()
-        meta = {**self.meta, "epoch": self.epoch, "metrics": row,
-                "complete": self.epoch >= cfg.epochs}
+        meta = {
+            **self.meta,
+            "epoch": self.epoch,
+            "metrics": row,
+            "complete": self.epoch >= cfg.epochs,
+        }
         save_checkpoint(self.out, self.model, meta)
         self.save_resume()
 

@@ -71,7 +71,9 @@ class TrainingMethod:
         streaming, e.g. a per-image transform; default: unchanged."""
         return arr
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def batch_loss(
+        self, model: nn.Module, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
         """Scalar loss of one batch; ``model`` is in train mode when this is called."""
         raise TypeError(f"{type(self).__name__} does not define batch_loss")
 
@@ -79,7 +81,9 @@ class TrainingMethod:
         """Hook run before each epoch (per-epoch state such as PART's maps); default none."""
 
 
-def uniform_noise(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+def uniform_noise(
+    x: torch.Tensor, eps: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """``clip(x + U[-eps, eps], 0, 1)`` drawn with ``generator`` (on x's device)."""
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (x + (2 * u - 1) * eps).clamp(0, 1)

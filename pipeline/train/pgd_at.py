@@ -39,12 +39,22 @@ class PGDAT(TrainingMethod):
         """The inner PGD (built per call: cheap, and never mutated)."""
         from pipeline.attacks.pgd import PGD
 
-        return PGD(eps=self.eps, steps=self.steps, step_size=self.step_size,
-                   random_start=self.random_start, best="last", bn_mode=ctx.bn_mode)
+        return PGD(
+            eps=self.eps,
+            steps=self.steps,
+            step_size=self.step_size,
+            random_start=self.random_start,
+            best="last",
+            bn_mode=ctx.bn_mode,
+        )
 
-    def adversarial(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def adversarial(
+        self, model: nn.Module, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
         """The PGD example of the batch (within eps of x and in [0, 1])."""
         return self.attack(ctx)(model, batch.x, batch.y)
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def batch_loss(
+        self, model: nn.Module, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
         return F.cross_entropy(model(self.adversarial(model, batch, ctx)), batch.y)

@@ -28,7 +28,9 @@ class PGDATUniform(PGDAT):
 
     noise_eps: float = budget_field(8 / 255)
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def batch_loss(
+        self, model: nn.Module, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
         x_adv = self.adversarial(model, batch, ctx)
         x_noisy = uniform_noise(x_adv, self.noise_eps, ctx.generator)
         return F.cross_entropy(model(x_noisy), batch.y)

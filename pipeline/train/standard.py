@@ -17,5 +17,7 @@ from pipeline.train.method import Batch, StepContext, TrainingMethod
 class Standard(TrainingMethod):
     """``CE(model(x), y)``; no hyperparameters."""
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def batch_loss(
+        self, model: nn.Module, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
         return F.cross_entropy(model(batch.x), batch.y)

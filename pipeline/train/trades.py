@@ -13,20 +13,29 @@ from pipeline.train import TRAINING
 from pipeline.train.method import BN_MODES, Batch, StepContext, TrainingMethod
 
 
-def trades_kl(logits_adv: torch.Tensor, logits_clean: torch.Tensor, reduction: str = "batchmean"):
+def trades_kl(
+    logits_adv: torch.Tensor, logits_clean: torch.Tensor, reduction: str = "batchmean"
+):
     """``sum_c p(x)_c (log p(x)_c - log p(x_adv)_c)``, i.e. ``kl_div(log p(x_adv), p(x))``.
 
     This is what the reference code (yaodongyu/TRADES ``trades.py``) computes with
     ``KLDivLoss(log_softmax(model(x_adv)), softmax(model(x)))``; the paper writes it as
     the divergence between the clean and adversarial predictions.
     """
-    return F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits_clean, 1),
-                    reduction=reduction)
+    return F.kl_div(
+        F.log_softmax(logits_adv, 1), F.softmax(logits_clean, 1), reduction=reduction
+    )
 
 
 def trades_attack(
-    model: nn.Module, x: torch.Tensor, *, eps: float, step_size: float, steps: int,
-    bn_mode: str = "eval", generator: torch.Generator | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    bn_mode: str = "eval",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """The TRADES inner maximisation: start ``x + 0.001 * N(0, 1)``, ``steps`` signed
     steps on the (summed) KL to the clean prediction, projected to the l-inf ball and
@@ -44,7 +53,9 @@ def trades_attack(
             x = x.detach()
             with torch.no_grad():
                 logits_clean = model(x)
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            noise = torch.randn(
+                x.shape, generator=generator, device=x.device, dtype=x.dtype
+            )
             x_adv = x + 0.001 * noise
             for _ in range(steps):
                 x_adv.requires_grad_(True)
@@ -73,16 +84,29 @@ class TRADES(TrainingMethod):
     steps: int = 10
     step_size: float = budget_field(2 / 255)
 
-    def adversarial(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def adversarial(
+        self, model: nn.Module, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
         """The KL-maximising example of the batch."""
-        return trades_attack(model, batch.x, eps=self.eps, step_size=self.step_size,
-                             steps=self.steps, bn_mode=ctx.bn_mode, generator=ctx.generator)
+        return trades_attack(
+            model,
+            batch.x,
+            eps=self.eps,
+            step_size=self.step_size,
+            steps=self.steps,
+            bn_mode=ctx.bn_mode,
+            generator=ctx.generator,
+        )
 
-    def loss_at(self, model: nn.Module, batch: Batch, x_adv: torch.Tensor) -> torch.Tensor:
+    def loss_at(
+        self, model: nn.Module, batch: Batch, x_adv: torch.Tensor
+    ) -> torch.Tensor:
         """The TRADES objective for a given adversarial input."""
         logits = model(batch.x)
         robust = trades_kl(model(x_adv), logits)
         return F.cross_entropy(logits, batch.y) + self.beta * robust
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def batch_loss(
+        self, model: nn.Module, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
         return self.loss_at(model, batch, self.adversarial(model, batch, ctx))

@@ -26,6 +26,10 @@ class TRADESUniform(TRADES):
 
     noise_eps: float = budget_field(8 / 255)
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def batch_loss(
+        self, model: nn.Module, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
         x_adv = self.adversarial(model, batch, ctx)
-        return self.loss_at(model, batch, uniform_noise(x_adv, self.noise_eps, ctx.generator))
+        return self.loss_at(
+            model, batch, uniform_noise(x_adv, self.noise_eps, ctx.generator)
+        )

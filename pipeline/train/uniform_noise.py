@@ -24,6 +24,8 @@ class UniformNoise(TrainingMethod):
 
     eps: float = budget_field(8 / 255)
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def batch_loss(
+        self, model: nn.Module, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
         x_noisy = uniform_noise(batch.x, self.eps, ctx.generator)
         return F.cross_entropy(model(x_noisy), batch.y)

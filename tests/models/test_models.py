@@ -44,7 +44,9 @@ def test_every_relu_is_its_own_module_used_once(name, monkeypatch):
     assert relus and all(not m.inplace for m in relus)
     calls = {id(m): 0 for m in relus}
     for m in relus:
-        m.register_forward_hook(lambda mod, i, o: calls.__setitem__(id(mod), calls[id(mod)] + 1))
+        m.register_forward_hook(
+            lambda mod, i, o: calls.__setitem__(id(mod), calls[id(mod)] + 1)
+        )
     functional = []
     real_relu = F.relu
 
@@ -67,7 +69,9 @@ def test_normalisation_inside_model(name):
     torch.manual_seed(0)
     plain = _build(name, mean=(0, 0, 0), std=(1, 1, 1))
     x = torch.rand(2, 3, 16, 16)
-    x_norm = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    x_norm = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(
+        1, 3, 1, 1
+    )
     # same weights; the first model normalises x itself
     torch.testing.assert_close(model(x), plain(x_norm), rtol=1e-4, atol=1e-5)
     assert "normalize.mean" in model.state_dict()  # travels with the checkpoint

@@ -18,7 +18,9 @@ def test_exact_sparsity_and_magnitude_order(scope):
     total = sum(w.numel() for w in weights.values())
     if scope == "global":
         assert sum(int((m == 0).sum()) for m in masks.values()) == round(0.95 * total)
-        kept = torch.cat([w[m.bool()] for w, m in zip(weights.values(), masks.values())])
+        kept = torch.cat(
+            [w[m.bool()] for w, m in zip(weights.values(), masks.values())]
+        )
         assert kept.abs().min() > 0
     else:
         for w, m in zip(weights.values(), masks.values()):
@@ -37,4 +39,3 @@ def test_pruned_are_the_smallest():
     kept = torch.cat([before[n][m == 1] for n, m in masks.items()])
     assert dropped.max() <= kept.min()
     assert dropped.numel() == round(0.5 * allv.numel())
-

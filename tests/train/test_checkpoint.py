@@ -16,9 +16,17 @@ from pipeline.train.checkpoint import (
 )
 
 META = {
-    "arch": "small_cnn", "width": 8, "num_classes": 10, "mean": [0.4, 0.5, 0.6],
-    "std": [0.2, 0.25, 0.3], "dataset": "shapes", "dataset_fingerprint": "ab" * 32,
-    "method": "standard", "params": {}, "train": {"epochs": 1}, "epoch": 1,
+    "arch": "small_cnn",
+    "width": 8,
+    "num_classes": 10,
+    "mean": [0.4, 0.5, 0.6],
+    "std": [0.2, 0.25, 0.3],
+    "dataset": "shapes",
+    "dataset_fingerprint": "ab" * 32,
+    "method": "standard",
+    "params": {},
+    "train": {"epochs": 1},
+    "epoch": 1,
 }
 
 
@@ -35,8 +43,9 @@ def test_round_trip(ckpt):
     for key in ("sha256", "salpipe_version", "created", "saliency_sources", "metrics"):
         assert key in side
     assert side["sha256"] == checkpoint_sha256(run)
-    loaded, meta = load_model(run / "model.pt", expect_arch="small_cnn",
-                              expect_dataset_fingerprint="ab" * 32)
+    loaded, meta = load_model(
+        run / "model.pt", expect_arch="small_cnn", expect_dataset_fingerprint="ab" * 32
+    )
     assert not loaded.training
     assert meta["width"] == 8
     x = torch.rand(2, 3, 16, 16)
@@ -70,4 +79,6 @@ def test_missing_checkpoint_named(tmp_path):
 
 def test_meta_requires_arch(tmp_path):
     with pytest.raises(ValueError, match="arch"):
-        save_checkpoint(tmp_path, build_model("small_cnn", 10, width=8), {"num_classes": 10})
+        save_checkpoint(
+            tmp_path, build_model("small_cnn", 10, width=8), {"num_classes": 10}
+        )

@@ -16,9 +16,25 @@ def _run(*args):
 def test_train_teacher_and_rerun(tiny_store, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text("epochs: 1\nbatch_size: 32\nopt:\n  lr: 0.05\n")
-    args = ["train-teacher", "--store", str(tiny_store), "--arch", "small_cnn", "--width",
-            "8", "--mode", "adv", "--config", str(cfg), "-p", "steps=1", "-p", "eps=4/255",
-            "--out", str(tmp_path / "t")]
+    args = [
+        "train-teacher",
+        "--store",
+        str(tiny_store),
+        "--arch",
+        "small_cnn",
+        "--width",
+        "8",
+        "--mode",
+        "adv",
+        "--config",
+        str(cfg),
+        "-p",
+        "steps=1",
+        "-p",
+        "eps=4/255",
+        "--out",
+        str(tmp_path / "t"),
+    ]
     res = _run(*args)
     assert res.exit_code == 0, res.output
     side = json.loads((tmp_path / "t" / "model.json").read_text())
@@ -30,14 +46,30 @@ def test_train_teacher_and_rerun(tiny_store, tmp_path):
 
 
 def test_train_errors_name_the_problem(tiny_store, tmp_path):
-    base = ["train", "--store", str(tiny_store), "--arch", "small_cnn", "--out",
-            str(tmp_path / "x"), "--epochs", "1"]
+    base = [
+        "train",
+        "--store",
+        str(tiny_store),
+        "--arch",
+        "small_cnn",
+        "--out",
+        str(tmp_path / "x"),
+        "--epochs",
+        "1",
+    ]
     res = _run(*base, "--method", "pgd_att")
     assert res.exit_code != 0 and "pgd_at" in res.output and "standard" in res.output
     res = _run(*base, "--method", "standard", "-s", "opt.lrr=0.1")
     assert res.exit_code != 0 and "opt.lrr" in res.output
     res = _run(*base, "--method", "pgd_at", "-p", "stpes=3")
     assert res.exit_code != 0 and "stpes" in res.output
-    res = _run("train", "--store", str(tmp_path / "none.zarr"), "--method", "standard",
-               "--out", str(tmp_path / "y"))
+    res = _run(
+        "train",
+        "--store",
+        str(tmp_path / "none.zarr"),
+        "--method",
+        "standard",
+        "--out",
+        str(tmp_path / "y"),
+    )
     assert res.exit_code != 0 and "none.zarr" in res.output

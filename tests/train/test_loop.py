@@ -20,8 +20,14 @@ from pipeline.train.stage import check_checkpoint_for, run_train, run_train_teac
 from conftest import write_tiny_store
 
 REPO = Path(__file__).resolve().parents[2]
-CFG = {"epochs": 2, "batch_size": 16, "device": "cpu", "opt": {"lr": 0.05},
-       "aug": {"crop_padding": 2, "flip": True}, "net": {"arch": "small_cnn", "width": 8}}
+CFG = {
+    "epochs": 2,
+    "batch_size": 16,
+    "device": "cpu",
+    "opt": {"lr": 0.05},
+    "aug": {"crop_padding": 2, "flip": True},
+    "net": {"arch": "small_cnn", "width": 8},
+}
 METHOD, PARAMS = "pgd_at_uniform", {"steps": 1}  # uses the global RNG and ctx.generator
 
 
@@ -42,7 +48,9 @@ def test_same_seed_same_weights(tiny_store, tmp_path):
     _assert_same(_state(tmp_path / "a"), _state(tmp_path / "b"))
     other = train_config_from({**CFG, "seed": 1})
     run_train(tiny_store, METHOD, PARAMS, other, tmp_path / "c")
-    assert not torch.equal(_state(tmp_path / "a")["fc.weight"], _state(tmp_path / "c")["fc.weight"])
+    assert not torch.equal(
+        _state(tmp_path / "a")["fc.weight"], _state(tmp_path / "c")["fc.weight"]
+    )
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(x) for x in lines]
     assert [r["epoch"] for r in rows] == [0, 1]
@@ -73,13 +81,29 @@ run_train({store!r}, {method!r}, {params!r}, train_config_from({cfg!r}), {out!r}
 
 
 def test_kill_and_resume_is_bit_exact(tiny_store, tmp_path):
-    cfg = {**CFG, "checkpoint_every": 3}  # 4 steps/epoch: resume states at steps 3, 4, 6
+    cfg = {
+        **CFG,
+        "checkpoint_every": 3,
+    }  # 4 steps/epoch: resume states at steps 3, 4, 6
     out = tmp_path / "killed"
     script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(CHILD).format(
-        kill_at=7, store=str(tiny_store), method=METHOD, params=PARAMS, cfg=cfg, out=str(out)))
-    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    script.write_text(
+        textwrap.dedent(CHILD).format(
+            kill_at=7,
+            store=str(tiny_store),
+            method=METHOD,
+            params=PARAMS,
+            cfg=cfg,
+            out=str(out),
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     state = torch.load(out / "resume.pt", weights_only=True)
     assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 6)  # mid-epoch
@@ -112,7 +136,9 @@ def test_resume_state_of_other_config_refused(tiny_store, tmp_path):
     out.mkdir()
     atomic_torch_save({"key": json.dumps({"train": {"seed": 5}})}, out / "resume.pt")
     with pytest.raises(ValueError, match="another configuration.*resume.pt"):
-        run_train(tiny_store, "standard", {}, train_config_from({**CFG, "epochs": 1}), out)
+        run_train(
+            tiny_store, "standard", {}, train_config_from({**CFG, "epochs": 1}), out
+        )
 
 
 def test_refuses_checkpoint_of_other_data_or_arch(tiny_store, tmp_path):
@@ -142,7 +168,9 @@ def test_schedules():
     f = lambda s, step: lr_multiplier(s, step, steps_per_epoch=10, epochs=10)  # noqa: E731
     one = SchedConfig(name="onecycle", pct_start=0.2)
     assert f(one, 0) == 0 and f(one, 20) == pytest.approx(1) and f(one, 100) == 0
-    assert f(SchedConfig(name="cosine"), 0) == 1 and f(SchedConfig(name="cosine"), 50) == pytest.approx(0.5)
+    assert f(SchedConfig(name="cosine"), 0) == 1 and f(
+        SchedConfig(name="cosine"), 50
+    ) == pytest.approx(0.5)
     ms = SchedConfig(name="multistep", milestones=(0.5, 0.75), gamma=0.1)
     assert [f(ms, s) for s in (49, 50, 75)] == pytest.approx([1, 0.1, 0.01])
     pw = SchedConfig(name="piecewise", knots=(0, 5, 10), values=(0, 1, 0))
@@ -158,20 +186,33 @@ def test_sparse_teacher_holds_mask(tiny_store, tmp_path):
     dense, _ = load_model(tmp_path / "s" / "dense")
     masks = magnitude_masks(dense, 0.95)
     model, side = load_model(tmp_path / "s")
-    assert side["sparsity"] == pytest.approx(0.95, abs=1e-3) and side["prune"]["sparsity"] == 0.95
+    assert (
+        side["sparsity"] == pytest.approx(0.95, abs=1e-3)
+        and side["prune"]["sparsity"] == 0.95
+    )
     weights = prunable(model)
     for name, m in masks.items():
         assert torch.all(weights[name][m == 0] == 0), name  # pruned stay pruned
-    kept_changed = any(not torch.equal(weights[n][m == 1], prunable(dense)[n][m == 1])
-                       for n, m in masks.items())
+    kept_changed = any(
+        not torch.equal(weights[n][m == 1], prunable(dense)[n][m == 1])
+        for n, m in masks.items()
+    )
     assert kept_changed  # and the rest was fine-tuned
 
 
 def test_bf16_channels_last_and_adam_run(tiny_store, tmp_path):
-    cfg = train_config_from({**CFG, "epochs": 1, "bf16": True, "channels_last": True,
-                             "bn_mode": "train", "test_limit": 8,
-                             "opt": {"name": "adam", "lr": 1e-3},
-                             "sched": {"name": "onecycle"}})
+    cfg = train_config_from(
+        {
+            **CFG,
+            "epochs": 1,
+            "bf16": True,
+            "channels_last": True,
+            "bn_mode": "train",
+            "test_limit": 8,
+            "opt": {"name": "adam", "lr": 1e-3},
+            "sched": {"name": "onecycle"},
+        }
+    )
     res = run_train(tiny_store, "trades", {"steps": 1}, cfg, tmp_path / "r")
     assert res["metrics"]["loss"] > 0
     model, side = load_model(tmp_path / "r")
@@ -182,7 +223,9 @@ def test_bf16_channels_last_and_adam_run(tiny_store, tmp_path):
 def test_cuda_run(tiny_store, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    cfg = train_config_from({**CFG, "device": "cuda", "bf16": True, "channels_last": True})
+    cfg = train_config_from(
+        {**CFG, "device": "cuda", "bf16": True, "channels_last": True}
+    )
     run_train(tiny_store, METHOD, PARAMS, cfg, tmp_path / "g")
     model, _ = load_model(tmp_path / "g", device="cuda")
     assert next(model.parameters()).is_cuda

@@ -19,9 +19,15 @@ from pipeline.train.trades import trades_attack
 
 
 def _ctx(bn_mode="eval", seed=0):
-    return StepContext(epoch=0, epochs=1, step=0, device=torch.device("cpu"),
-                       num_classes=10, bn_mode=bn_mode,
-                       generator=torch.Generator().manual_seed(seed))
+    return StepContext(
+        epoch=0,
+        epochs=1,
+        step=0,
+        device=torch.device("cpu"),
+        num_classes=10,
+        bn_mode=bn_mode,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def _batch(n=4, seed=0):
@@ -33,8 +39,12 @@ def _batch(n=4, seed=0):
 @pytest.mark.parametrize("name", TRAINING.names())
 def test_contract(name):
     """Every method: frozen dataclass, scalar finite loss with gradients, x and mode kept."""
-    method = build_method(TRAINING, name, {"steps": 2} if "steps" in _fields(name) else {},
-                          where="train.method")
+    method = build_method(
+        TRAINING,
+        name,
+        {"steps": 2} if "steps" in _fields(name) else {},
+        where="train.method",
+    )
     assert dataclasses.is_dataclass(method)
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(method, dataclasses.fields(method)[0].name if _fields(name) else "x", 1)
@@ -74,8 +84,13 @@ def test_config_typo_names_key():
 
 
 @settings(max_examples=12, deadline=None)
-@given(eps_k=st.integers(1, 16), steps=st.integers(1, 3), step_k=st.integers(1, 8),
-       seed=st.integers(0, 2**16), bn_mode=st.sampled_from(["eval", "train"]))
+@given(
+    eps_k=st.integers(1, 16),
+    steps=st.integers(1, 3),
+    step_k=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+    bn_mode=st.sampled_from(["eval", "train"]),
+)
 def test_pgd_at_example_in_ball(eps_k, steps, step_k, seed, bn_mode):
     model = build_model("small_cnn", 10, width=8).train()
     method = PGDAT(eps=eps_k / 255, steps=steps, step_size=step_k / 255)
@@ -98,8 +113,9 @@ def test_trades_example_in_ball(eps_k, steps, seed):
     assert x_adv.min() >= 0 and x_adv.max() <= 1
 
 
-@pytest.mark.parametrize("name,base", [("pgd_at_uniform", 8), ("trades_uniform", 8),
-                                        ("uniform_noise", 0)])
+@pytest.mark.parametrize(
+    "name,base", [("pgd_at_uniform", 8), ("trades_uniform", 8), ("uniform_noise", 0)]
+)
 def test_noise_variants_bounded(name, base, monkeypatch):
     """Noise variants: |x' - x| <= eps + noise_eps, in [0, 1], and noise really present."""
     method = build_method(TRAINING, name, {}, where="m")
@@ -128,7 +144,9 @@ def _reference_trades_loss(model, x, y, step_size, eps, steps, beta, gen):
     p_nat = F.softmax(model(x), dim=1)
     for _ in range(steps):
         x_adv.requires_grad_()
-        loss_kl = torch.nn.KLDivLoss(reduction="sum")(F.log_softmax(model(x_adv), 1), p_nat)
+        loss_kl = torch.nn.KLDivLoss(reduction="sum")(
+            F.log_softmax(model(x_adv), 1), p_nat
+        )
         grad = torch.autograd.grad(loss_kl, [x_adv])[0]
         x_adv = x_adv.detach() + step_size * torch.sign(grad.detach())
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
@@ -138,7 +156,8 @@ def _reference_trades_loss(model, x, y, step_size, eps, steps, beta, gen):
     logits = model(x)
     loss_natural = F.cross_entropy(logits, y)
     loss_robust = (1.0 / len(x)) * torch.nn.KLDivLoss(reduction="sum")(
-        F.log_softmax(model(x_adv), dim=1), F.softmax(model(x), dim=1))
+        F.log_softmax(model(x_adv), dim=1), F.softmax(model(x), dim=1)
+    )
     return loss_natural + beta * loss_robust
 
 
@@ -150,8 +169,9 @@ def test_trades_matches_reference():
     # BN in train mode for the loss: run both on copies so running stats match
     m1, m2 = copy.deepcopy(model).train(), copy.deepcopy(model).train()
     ours = method.batch_loss(m1, batch, _ctx("eval", seed=7))
-    ref = _reference_trades_loss(m2, batch.x, batch.y, 2 / 255, 8 / 255, 3, 6.0,
-                                 torch.Generator().manual_seed(7))
+    ref = _reference_trades_loss(
+        m2, batch.x, batch.y, 2 / 255, 8 / 255, 3, 6.0, torch.Generator().manual_seed(7)
+    )
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     assert ours > F.cross_entropy(m1(batch.x), batch.y) - 1e-6
 
@@ -161,4 +181,6 @@ def test_pgd_at_raises_loss():
     model = build_model("small_cnn", 10, width=8).eval()
     batch = _batch(n=16)
     x_adv = PGDAT(steps=5).adversarial(model, batch, _ctx())
-    assert F.cross_entropy(model(x_adv), batch.y) > F.cross_entropy(model(batch.x), batch.y)
+    assert F.cross_entropy(model(x_adv), batch.y) > F.cross_entropy(
+        model(batch.x), batch.y
+    )

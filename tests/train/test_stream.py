@@ -12,7 +12,9 @@ from pipeline.cache.stream import AugConfig, MemoryStream, augment, read_split_a
 def _stream(store_path, **kw):
     import zarr
 
-    images, labels = read_split_arrays(zarr.open_group(str(store_path), mode="r"), "train")
+    images, labels = read_split_arrays(
+        zarr.open_group(str(store_path), mode="r"), "train"
+    )
     # extras that encode each image's own content: the map IS the image, the mask is
     # a threshold of its first channel; any misalignment shows as inequality
     sal = {"self.map": images.astype(np.float16)}
@@ -21,8 +23,9 @@ def _stream(store_path, **kw):
 
 
 def test_alignment_after_shuffle_and_augment(tiny_store):
-    stream, images, labels = _stream(tiny_store, batch_size=16, seed=3,
-                                     aug=AugConfig(crop_padding=4, flip=True))
+    stream, images, labels = _stream(
+        tiny_store, batch_size=16, seed=3, aug=AugConfig(crop_padding=4, flip=True)
+    )
     seen, changed = [], 0
     for batch in stream.batches(epoch=1):
         x255 = batch.x * 255
@@ -34,13 +37,14 @@ def test_alignment_after_shuffle_and_augment(tiny_store):
         seen.append(batch.index)
     order = torch.cat(seen)
     assert sorted(order.tolist()) == list(range(len(images)))  # each image once
-    assert not torch.equal(order, torch.arange(len(images)))   # shuffled
-    assert changed > len(images) // 2                           # augmented
+    assert not torch.equal(order, torch.arange(len(images)))  # shuffled
+    assert changed > len(images) // 2  # augmented
 
 
 def test_resume_mid_epoch_sees_same_batches(tiny_store):
-    stream, _, _ = _stream(tiny_store, batch_size=10, seed=1,
-                           aug=AugConfig(crop_padding=2, flip=True))
+    stream, _, _ = _stream(
+        tiny_store, batch_size=10, seed=1, aug=AugConfig(crop_padding=2, flip=True)
+    )
     full = list(stream.batches(epoch=2))
     tail = list(stream.batches(epoch=2, start=3))
     assert len(full) == stream.num_batches == 7
@@ -61,7 +65,7 @@ def test_augment_matches_reference_crop_and_flip():
     flip = torch.rand(5, generator=gen) < 0.5
     xp = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(5):
-        ref = xp[i, :, oy[i]:oy[i] + 6, ox[i]:ox[i] + 7]
+        ref = xp[i, :, oy[i] : oy[i] + 6, ox[i] : ox[i] + 7]
         ref = ref.flip(-1) if flip[i] else ref
         assert torch.equal(out[i], ref)
 
@@ -69,9 +73,13 @@ def test_augment_matches_reference_crop_and_flip():
 def test_bad_extra_shape_named(tiny_store):
     import zarr
 
-    images, labels = read_split_arrays(zarr.open_group(str(tiny_store), mode="r"), "train")
+    images, labels = read_split_arrays(
+        zarr.open_group(str(tiny_store), mode="r"), "train"
+    )
     with pytest.raises(ValueError, match="bad.map"):
-        MemoryStream(images, labels, batch_size=4, saliency={"bad.map": images[:3] * 1.0})
+        MemoryStream(
+            images, labels, batch_size=4, saliency={"bad.map": images[:3] * 1.0}
+        )
     with pytest.raises(KeyError, match="val"):
         read_split_arrays(zarr.open_group(str(tiny_store), mode="r"), "val")
 
@@ -86,19 +94,33 @@ def _write_self_source(store_path):
     root = zarr.open_group(str(store_path), mode="r+")
     images = np.asarray(root[layout.images_path("train")][...])
     grp = root.require_group(layout.saliency_group("train", "self.map"))
-    grp.create_array("map", data=images.astype(np.float16), chunks=(32, *images.shape[1:]))
+    grp.create_array(
+        "map", data=images.astype(np.float16), chunks=(32, *images.shape[1:])
+    )
     grp.create_array("mask", data=pack_bits(images[:, 0] > 127), chunks=(32, 32))
-    grp.attrs.update({"method": "identity", "complete": True, "chunks_done": [0, 1],
-                      "dataset_fingerprint": root.attrs["fingerprint"]})
+    grp.attrs.update(
+        {
+            "method": "identity",
+            "complete": True,
+            "chunks_done": [0, 1],
+            "dataset_fingerprint": root.attrs["fingerprint"],
+        }
+    )
     return images
 
 
 def test_from_store_reads_cached_sources_aligned(tiny_store):
     pytest.importorskip("pipeline.cache.saliency_store")
     _write_self_source(tiny_store)
-    stream = MemoryStream.from_store(str(tiny_store), "train", saliency=["self.map"],
-                                     masks=["self.map"], batch_size=8, seed=0,
-                                     aug=AugConfig(crop_padding=3, flip=True))
+    stream = MemoryStream.from_store(
+        str(tiny_store),
+        "train",
+        saliency=["self.map"],
+        masks=["self.map"],
+        batch_size=8,
+        seed=0,
+        aug=AugConfig(crop_padding=3, flip=True),
+    )
     for batch in stream.batches(0):
         x255 = batch.x * 255
         assert torch.equal(batch.saliency["self.map"], x255)
@@ -114,13 +136,21 @@ def test_run_records_source_provenance(tiny_store, tmp_path):
     from pipeline.train.stage import run_train
 
     _write_self_source(tiny_store)
-    cfg = train_config_from({"epochs": 1, "batch_size": 32, "device": "cpu",
-                             "net": {"arch": "small_cnn", "width": 8}})
+    cfg = train_config_from(
+        {
+            "epochs": 1,
+            "batch_size": 32,
+            "device": "cpu",
+            "net": {"arch": "small_cnn", "width": 8},
+        }
+    )
     run_train(tiny_store, "standard", {}, cfg, tmp_path / "r", saliency=["self.map"])
     side = json.loads((tmp_path / "r" / "model.json").read_text())
     assert side["saliency_sources"]["self.map"]["method"] == "identity"
     with pytest.raises(Exception, match="nope.gbp"):
-        run_train(tiny_store, "standard", {}, cfg, tmp_path / "q", saliency=["nope.gbp"])
+        run_train(
+            tiny_store, "standard", {}, cfg, tmp_path / "q", saliency=["nope.gbp"]
+        )
 
 
 def test_stage_routes_sources_by_kind_and_prepares_maps(tiny_store, tmp_path):
@@ -157,16 +187,30 @@ def test_stage_routes_sources_by_kind_and_prepares_maps(tiny_store, tmp_path):
             return F.cross_entropy(model(batch.x), batch.y)
 
     _write_self_source(tiny_store)
-    cfg = train_config_from({"epochs": 1, "batch_size": 32, "device": "cpu",
-                             "aug": {"crop_padding": 2, "flip": True},
-                             "net": {"arch": "small_cnn", "width": 8}})
+    cfg = train_config_from(
+        {
+            "epochs": 1,
+            "batch_size": 32,
+            "device": "cpu",
+            "aug": {"crop_padding": 2, "flip": True},
+            "net": {"arch": "small_cnn", "width": 8},
+        }
+    )
     TRAINING.register("zz_probe")(Probe)
     try:
         with pytest.raises(Exception, match="needs saliency"):
             run_train(tiny_store, "zz_probe", {}, cfg, tmp_path / "none")
-        run_train(tiny_store, "zz_probe", {}, cfg, tmp_path / "m", saliency=["self.map"])
-        run_train(tiny_store, "zz_probe", {"kind": "mask"}, cfg, tmp_path / "k",
-                  saliency=["self.map"])
+        run_train(
+            tiny_store, "zz_probe", {}, cfg, tmp_path / "m", saliency=["self.map"]
+        )
+        run_train(
+            tiny_store,
+            "zz_probe",
+            {"kind": "mask"},
+            cfg,
+            tmp_path / "k",
+            saliency=["self.map"],
+        )
     finally:
         TRAINING._items.pop("zz_probe")
     assert seen[0] == (["self.map"], []) and seen[-1] == ([], ["self.map"])

@@ -197,6 +197,11 @@ def test_memory_store(teacher):
     assert res["computed"] == [0, 1, 2]
     assert read_saliency(url, "train", "teach_a.grad").shape == (N, C, H, W)
     assert run_precompute(url, _grad_cfg(teacher))["status"] == "nothing to do"
+    from pipeline.cache.info import cache_info
+    from pipeline.cache.verify import run_verify
+
+    assert run_verify(url, sample=1).ok
+    assert cache_info(url)["splits"]["train"]["sources"]["teach_a.grad"]["bytes"] > 0
 
 
 def test_file_url_store(tmp_path, teacher):

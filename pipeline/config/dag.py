@@ -101,10 +101,12 @@ class Dag:
         return self.profile.sad[name].base
 
     def sad_args(self, name: str) -> str:
-        params = dict(self.profile.sad[name].params)
-        ratio = params.pop("ratio", None)
-        args = [f"--ratio {ratio}"] if ratio is not None else []
-        return " ".join(args + [kv_args("-p", params)]).strip()
+        s = self.profile.sad[name]
+        args = [f"--ratio {s.ratio}", f"--attack {s.attack}", kv_args("-p", s.attack_params),
+                f"--saliency {s.saliency}", f"--normalise {s.normalise}"]
+        args += [] if s.bn_update else ["--no-bn-update"]
+        args += [] if s.add_saliency else ["--no-saliency"]
+        return " ".join(a for a in args if a)
 
     def eval_args(self, dataset: str) -> str:
         e = self.profile.evaluate

@@ -65,7 +65,13 @@ class SadSpec:
     """A SAD model: recalibrate the BN statistics of student ``base`` (paper 001)."""
 
     base: str
-    params: dict[str, Any] = field(default_factory=dict)
+    ratio: float = 0.8  # hybridisation ratio r (paper 001: 0.8; Table 4 sweeps 0.5-0.9)
+    attack: str = "pgd"  # crafts the calibration examples under the original model
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    saliency: str = "grad"  # saliency method of the predicted class
+    normalise: Literal["maxabs", "minmax", "sign", "raw"] = "maxabs"
+    bn_update: bool = True  # False: saliency-only ablation (paper Table 5)
+    add_saliency: bool = True  # False: BN-recalibration-only ablation
     datasets: tuple[str, ...] | None = None
 
 

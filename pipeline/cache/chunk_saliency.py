@@ -21,7 +21,6 @@ import numpy as np
 from pipeline.cache.bits import pack_bits, unpack_bits
 from pipeline.cache.saliency_store import chunk_digest, open_group
 
-ANNOTATION_KINDS = ("mask", "bbox")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 # (thread id, teacher dir, sha256, device) -> model; models are loaded once per worker

@@ -112,6 +112,20 @@ def _recompute(url, split, source, grp, chunks, device, report, teacher_dir) -> 
     if teacher != ANNOTATION and not teacher_dir:
         report.problems.append(f"{split}/{source}: no teacher_dir recorded, cannot recompute")
         return
+    if teacher != ANNOTATION and chunks:
+        from pipeline.train.checkpoint import checkpoint_sha256
+
+        try:
+            sha = checkpoint_sha256(teacher_dir)
+        except FileNotFoundError as e:
+            report.problems.append(f"{split}/{source}: cannot recompute: {e}")
+            return
+        if sha != attrs.get("teacher_sha256"):
+            report.problems.append(
+                f"{split}/{source}: teacher {teacher_dir} now has sha256 {sha[:12]}..., the "
+                f"source was made with {str(attrs.get('teacher_sha256'))[:12]}...; "
+                "cannot be recomputed (pass --teacher with the original checkpoint)")
+            return
     for i in chunks:
         job = ChunkJob(
             url=url, split=split, source=source, index=i, method=attrs["method"],

@@ -66,8 +66,12 @@ class FileDataset(DatasetAdapter):
         """All records per split, in a fixed order (subclasses parse their layout here)."""
 
     @functools.cached_property
+    def _scanned(self) -> dict[str, list[Record]]:
+        return self._scan()
+
+    @functools.cached_property
     def _records(self) -> dict[str, list[Record]]:
-        records = self._scan()
+        records = self._scanned
         out = {}
         for i, (split, recs) in enumerate(records.items()):
             keep = subsample(len(recs), self.limit, self.seed + i)
@@ -84,11 +88,13 @@ class FileDataset(DatasetAdapter):
     def split_size(self, split: str) -> int:
         return len(self.records(split))
 
+    # Whether the data set (not only the ``limit`` subset) has boxes / masks, so that a
+    # small subset gets the same store layout as the whole.
     def has_boxes(self) -> bool:
-        return any(r.box is not None for rs in self._records.values() for r in rs)
+        return any(r.box is not None for rs in self._scanned.values() for r in rs)
 
     def has_masks(self) -> bool:
-        return any(r.mask_path is not None for rs in self._records.values() for r in rs)
+        return any(r.mask_path is not None for rs in self._scanned.values() for r in rs)
 
     def iter_blocks(self, split: str, block: int) -> Iterator[Block]:
         recs = self.records(split)

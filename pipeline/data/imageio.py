@@ -24,15 +24,18 @@ Fit = Literal["resize", "crop"]
 BOX_TOLERANCE_PX, BOX_TOLERANCE_FRAC = 2.0, 0.02
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open and fully decode ``path``; a missing or corrupt file is a :class:`DataError`."""
+def open_image(path: Path, what: str = "image") -> Image.Image:
+    """Open and fully decode ``path``; a missing or corrupt file is a :class:`DataError`.
+
+    ``what`` ("image", "mask") names the kind of file in the message.
+    """
     try:
         img = Image.open(path)
         img.load()  # decode now, so truncated files fail here, naming the file
     except FileNotFoundError:
-        raise DataError(f"image file not found: {path}") from None
+        raise DataError(f"{what} file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot decode image {path}: {e}") from None
+        raise DataError(f"cannot decode {what} {path}: {e}") from None
     return img
 
 
@@ -79,7 +82,7 @@ def decode_mask(
     The rule sees the raw values: the alpha channel of an RGBA/LA mask, the palette
     indices of a ``P`` mask, otherwise the grey level.
     """
-    img = open_image(path)
+    img = open_image(path, "mask")
     if img.size != size:
         raise DataError(
             f"mask {path} is {img.size[0]}x{img.size[1]} but its image {image_path} is "

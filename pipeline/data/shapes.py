@@ -66,7 +66,7 @@ def render(rng: np.random.Generator, n: int, res: int, clutter: int, noise: floa
     base, stripe_dir = col(1)[:, 0], rng.uniform(-1, 1, (n, 3)).astype(np.float32)
     ang, ph = rng.uniform(0, np.pi, n), rng.uniform(0, 2 * np.pi, n)
     freq = rng.uniform(1.5, 6, n) / res
-    amp = rng.uniform(0.05, 0.25, n)
+    amp = rng.uniform(0.03, 0.15, n)
     wave = np.sin(2 * np.pi * freq[:, None, None] * (
         xx * np.cos(ang)[:, None, None] + yy * np.sin(ang)[:, None, None]) + ph[:, None, None])
     img = base[:, :, None, None] + (amp[:, None, None] * wave)[:, None] * stripe_dir[
@@ -74,21 +74,21 @@ def render(rng: np.random.Generator, n: int, res: int, clutter: int, noise: floa
     # Distractors: soft blobs and thin bars in random colours (never the object's shape).
     for c in col(clutter).transpose(1, 0, 2):
         cx, cy = rng.uniform(0, res, (2, n))
-        sig = rng.uniform(1.0, res / 6, n)
-        w = 0.8 * np.exp(-((xx - cx[:, None, None]) ** 2 + (yy - cy[:, None, None]) ** 2)
+        sig = rng.uniform(1.0, res / 8, n)
+        w = 0.5 * np.exp(-((xx - cx[:, None, None]) ** 2 + (yy - cy[:, None, None]) ** 2)
                          / (2 * sig[:, None, None] ** 2))
         img = img * (1 - w[:, None]) + c[:, :, None, None] * w[:, None]
-        a, length = rng.uniform(0, np.pi, n), rng.uniform(0.2, 0.5, n) * res
+        a, length = rng.uniform(0, np.pi, n), rng.uniform(0.15, 0.4, n) * res
         bx, by = rng.uniform(0, res, (2, n))
         along = (xx - bx[:, None, None]) * np.cos(a)[:, None, None] + (
             yy - by[:, None, None]) * np.sin(a)[:, None, None]
         across = -(xx - bx[:, None, None]) * np.sin(a)[:, None, None] + (
             yy - by[:, None, None]) * np.cos(a)[:, None, None]
-        bar = (np.abs(along) <= length[:, None, None] / 2) & (np.abs(across) <= 0.6)
-        bar &= (rng.uniform(size=n) < 0.7)[:, None, None]
+        bar = (np.abs(along) <= length[:, None, None] / 2) & (np.abs(across) <= 0.5)
+        bar &= (rng.uniform(size=n) < 0.5)[:, None, None]
         img = np.where(bar[:, None], rng.uniform(0, 1, (n, 3, 1, 1)), img)
     # The object: size (radius), centre fully inside, rotation, aspect jitter.
-    size = rng.uniform(0.22, 0.38, n) * res
+    size = rng.uniform(0.28, 0.42, n) * res
     cx, cy = (rng.uniform(size, res - size) for _ in range(2))
     th = rng.uniform(-np.pi / 9, np.pi / 9, n)
     ax, ay = rng.uniform(0.9, 1.1, (2, n))
@@ -100,10 +100,13 @@ def render(rng: np.random.Generator, n: int, res: int, clutter: int, noise: floa
     for k, inside in enumerate(SHAPES):
         sel = labels == k
         masks[sel] = inside(u[sel], v[sel])
-    # Object colour: the farthest of three random colours from the base colour (contrast).
-    cand = col(3)
-    far = np.argmax(((cand - base[:, None]) ** 2).sum(-1), axis=1)
-    obj = cand[np.arange(n), far]
+    # Object colour: random hue/saturation, but its brightness is pushed away from the
+    # background's (dark object on a light background and vice versa), so the object
+    # always stands out; which way depends on the background, not on the class.
+    obj = col(1)[:, 0]
+    lum_bg, lum_obj = base.mean(1), obj.mean(1) + 1e-3
+    target = np.where(lum_bg > 0.5, rng.uniform(0.05, 0.25, n), rng.uniform(0.7, 0.9, n))
+    obj = np.clip(obj * (target / lum_obj)[:, None], 0, 1)
     shade = 1 + 0.15 * u.clip(-1, 1)  # a slight gradient across the object
     img = np.where(masks[:, None], obj[:, :, None, None] * shade[:, None], img)
     img = img + rng.normal(0, noise, img.shape).astype(np.float32)

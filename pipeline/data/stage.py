@@ -92,7 +92,8 @@ def _write_split(root: zarr.Group, cfg: DatasetAdapter, split: str, chunk: int, 
     for block in tqdm(cfg.iter_blocks(split, chunk), total=math.ceil(n / chunk),
                       desc=f"{split}", unit="block", leave=False):
         if block.images.shape[1:] != (3, res, res):
-            raise DataError(f"{split}: block images {block.images.shape}, expected [B,3,{res},{res}]")
+            raise DataError(
+                f"{split}: block images {block.images.shape}, expected [B,3,{res},{res}]")
         bad = (block.labels < 0) | (block.labels >= k)
         if bad.any():
             raise DataError(f"{split}: label {block.labels[bad][0]} outside 0..{k - 1}")

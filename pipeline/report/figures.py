@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.report.tables import method_label  # noqa: E402
+from pipeline.report.tables import latest_rows, method_label  # noqa: E402
 
 
 def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
@@ -19,7 +19,7 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
 
     Clean accuracy is drawn at eps = 0 of every panel. Returns the files written.
     """
-    acc = results[results["metric"] == "accuracy"].copy()
+    acc = latest_rows(results[results["metric"] == "accuracy"])
     acc["row"] = method_label(acc)
     written = []
     for (ds, arch), g in acc.groupby(["dataset", "arch"], dropna=False):
@@ -27,8 +27,13 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
                    if a != "clean" and ga["eps"].nunique() > 1]
         if not attacks:
             continue
-        fig, axes = plt.subplots(1, len(attacks), figsize=(4 * len(attacks), 3.4), squeeze=False)
-        for ax, attack in zip(axes[0], attacks):
+        ncols = min(4, len(attacks))
+        nrows = -(-len(attacks) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows + 0.4),
+                                 squeeze=False)
+        for ax in axes.flat[len(attacks):]:
+            ax.set_visible(False)
+        for ax, attack in zip(axes.flat, attacks):
             for row, gr in g.groupby("row"):
                 clean = gr[gr["attack"] == "clean"]["value"].mean()
                 ga = gr[gr["attack"] == attack].groupby("eps")["value"].agg(["mean", "std"])
@@ -38,7 +43,7 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
                 mean = np.r_[clean, ga["mean"].to_numpy()] * 100
                 std = np.r_[0.0, ga["std"].fillna(0).to_numpy()] * 100
                 ax.errorbar(eps, mean, yerr=std, marker="o", ms=3, capsize=2, label=row)
-            ax.set(title=attack, xlabel="eps (x/255)", ylabel="accuracy (%)", ylim=(0, 100))
+            ax.set(title=attack, xlabel="eps (x/255)", ylabel="accuracy (%)", ylim=(0, 102))
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{ds} / {arch}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def method_label(df: pd.DataFrame) -> pd.Series:
 
 
 def column_label(attack: str, eps: float) -> str:
+    """``pgd5 4/255`` (``clean`` for clean accuracy)."""
     return attack if attack == "clean" or not np.isfinite(eps) else f"{attack} {format_budget(eps)}"
 
 
@@ -70,46 +72,69 @@ def _paper_cell(paper: pd.DataFrame, dataset, method, sources: str, attack, eps)
     return f"{val} ({tables})"
 
 
+def latest_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, split, attack, params, eps, metric): the largest ``n``, then the
+    newest, so overlapping presets (``quick`` and ``sat`` both run PGD-5) count once."""
+    df = results.copy()
+    key = [c for c in ("model_sha256", "model", "split", "attack", "attack_params", "eps",
+                       "metric", "view") if c in df]
+    df["_eps"] = df["eps"].round(9)
+    key = ["_eps" if k == "eps" else k for k in key]
+    sort = [c for c in ("n", "created") if c in df]
+    df = df.sort_values(sort, kind="stable") if sort else df
+    return df.drop_duplicates(key, keep="last").drop(columns="_eps").sort_index()
+
+
+def _cell(gc: pd.DataFrame) -> str:
+    per_seed = gc.groupby("seed", dropna=False)["value"].mean() * 100
+    if len(per_seed) > 1:
+        return f"{per_seed.mean():.2f} ± {per_seed.std(ddof=1):.2f} (n={len(per_seed)})"
+    return f"{per_seed.mean():.2f}"
+
+
 def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """One table per (dataset, arch, split): rows = method, cells ``mean +- std (n seeds)``
-    of accuracy in %, each followed by a ``paper`` column where a published number exists."""
+    """Paper-style tables, one per (dataset, arch, split, attack): rows = methods, columns =
+    clean and the attack's budgets, cells ``mean ± std (n seeds)`` of accuracy in %, each
+    followed by a ``· paper`` column where a published number exists (data/paper_tables)."""
     paper = load_paper_tables() if paper is None else paper
-    acc = results[results["metric"] == "accuracy"].copy()
+    acc = latest_rows(results[results["metric"] == "accuracy"])
     acc["row"] = method_label(acc)
-    acc["col"] = [column_label(a, e) for a, e in zip(acc["attack"], acc["eps"])]
     out = {}
-    for (ds, arch, split), g in acc.groupby(["dataset", "arch", "split"], dropna=False):
-        cols = list(dict.fromkeys(g.sort_values(["attack", "eps"], key=_order)["col"]))
-        table = {}
-        for row, gr in g.groupby("row", sort=True):
-            cells = {}
-            for col in cols:
-                gc = gr[gr["col"] == col]
-                if gc.empty:
-                    cells[col] = ""
+    for (ds, arch, split), g in acc.groupby(["dataset", "arch", "split"], dropna=False, sort=False):
+        attacks = [a for a in dict.fromkeys(g["attack"]) if a not in ("clean", "worst_case")]
+        attacks += ["worst_case"] if "worst_case" in set(g["attack"]) else []
+        for attack in attacks:
+            ga = g[g["attack"].isin(["clean", attack])]
+            table = {}
+            for row, gr in ga.groupby("row", sort=True):
+                if not (gr["attack"] == attack).any():
                     continue
-                per_seed = gc.groupby("seed", dropna=False)["value"].mean() * 100
-                sd = f" ± {per_seed.std(ddof=1):.2f}" if len(per_seed) > 1 else ""
-                cells[col] = f"{per_seed.mean():.2f}{sd}" + (f" (n={len(per_seed)})" if sd else "")
-                first = gc.iloc[0]
-                srcs = ",".join(json.loads(first["saliency_sources"] or "[]"))
-                ref = _paper_cell(paper, ds, first["method"], srcs, first["attack"], first["eps"])
-                if ref:
-                    cells[f"{col} · paper"] = ref
-            table[row] = cells
-        out[f"{ds} / {arch} / {split}"] = pd.DataFrame.from_dict(table, orient="index").fillna("")
+                cells = {}
+                for (a, eps), gc in gr.groupby(["attack", "eps"], sort=False):
+                    col = "clean" if a == "clean" else format_budget(eps)
+                    cells[col] = _cell(gc)
+                    first = gc.iloc[0]
+                    srcs = ",".join(json.loads(first["saliency_sources"] or "[]"))
+                    ref = _paper_cell(paper, ds, first["method"], srcs, a, eps)
+                    if ref:
+                        cells[f"{col} · paper"] = ref
+                table[row] = cells
+            frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
+            out[f"{ds} / {arch} / {split}: {attack}"] = frame[_column_order(frame.columns)]
     return out
 
 
-def _order(s: pd.Series) -> pd.Series:
-    if s.name == "attack":  # clean first, worst case last, others in order of appearance
-        return s.map(lambda a: (0 if a == "clean" else 2 if a == "worst_case" else 1, a))
-    return s
+def _column_order(cols) -> list[str]:
+    def key(c: str):
+        base = c.split(" · ")[0]
+        eps = 0.0 if base == "clean" else float(Fraction(base)) if "/" in base else float(base)
+        return (eps, " · " in c)
+    return sorted(cols, key=key)
 
 
 def metric_table(results: pd.DataFrame) -> pd.DataFrame:
     """Non-accuracy metrics (Kendall's tau, ISA success, excluded fractions), mean over seeds."""
-    m = results[results["metric"] != "accuracy"].copy()
+    m = latest_rows(results[results["metric"] != "accuracy"])
     if m.empty:
         return pd.DataFrame()
     m["row"] = method_label(m)

@@ -46,8 +46,9 @@ def test_report_contains_every_method_and_attack(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     page = (tmp_path / "report" / "report.html").read_text()
     for text in (md, page):
-        for name in ("standard", "pgd_at (eps=None)", "pgd_at (eps=4/255)", "sat [resnet10_adv.gbp]", "pgd5 1/255",
-                     "pgd5 4/255", "autoattack 8/255", "kendall_tau", "dynamic defense"):
+        for name in ("standard", "pgd_at (eps=None)", "pgd_at (eps=4/255)", "sat [resnet10_adv.gbp]", "test: pgd5",
+                     "test: autoattack", "1/255", "4/255", "8/255", "kendall_tau",
+                     "dynamic defense"):
             assert name in text, name
     assert "80.50 ± 0.71" in md  # clean accuracy, mean +- std over the two seeds
     assert "47.71" in md  # paper 000 Table 1, 'Original' at PGD-5 1/255, beside ours

@@ -29,9 +29,8 @@ def _load_plain(model_dir, device, fingerprint=None) -> tuple[nn.Module, dict]:
     """The checkpoint's network without any wrapper, and its sidecar."""
     from pipeline.train.checkpoint import load_model
 
-    model, meta = load_model(model_dir, device=device,
-                             expect_dataset_fingerprint=fingerprint)
-    return getattr(model, "network", model), meta
+    return load_model(model_dir, device=device, expect_dataset_fingerprint=fingerprint,
+                      wrap=False)
 
 
 def _method_name(base_method: str | None, variant: str) -> str:

@@ -158,6 +158,7 @@ def load_model(
     device: str | torch.device = "cpu",
     expect_dataset_fingerprint: str | None = None,
     expect_arch: str | None = None,
+    wrap: bool = True,
 ) -> tuple[nn.Module, dict]:
     """Rebuild the model from its sidecar and load its weights.
 
@@ -166,6 +167,9 @@ def load_model(
         device: where the model goes.
         expect_dataset_fingerprint: when given, refuse a checkpoint of another data set.
         expect_arch: when given, refuse a checkpoint of another architecture.
+        wrap: when the sidecar has a ``wrapper`` block (a defence computing at inference,
+            e.g. SAD), return the whole wrapped module (``.network`` is the inner one;
+            ``pipeline.models.wrappers``); False returns the bare network.
 
     Returns:
         ``(model in eval mode on device, sidecar dict)``.
@@ -202,4 +206,9 @@ def load_model(
         raise ValueError(
             f"checkpoint {path} does not fit arch {meta['arch']!r}: {e}"
         ) from None
-    return model.to(device).eval(), meta
+    model = model.to(device).eval()
+    if wrap:
+        from pipeline.models.wrappers import wrap_model
+
+        model = wrap_model(model, meta)
+    return model, meta

@@ -102,3 +102,20 @@ def test_wrap_model_hook(bn_model):
     assert isinstance(sad, SADModel) and sad.network is bn_model and sad.spec.ratio == 0.5
     with pytest.raises(ValueError, match="wrapper"):
         wrap_model(bn_model, {"wrapper": {"ratio": 0.5}})
+
+
+def test_load_model_returns_the_whole_defence(tmp_path, store, checkpoint):
+    from pipeline.sad import SADCalibration, run_sad_calibrate
+    from pipeline.train.checkpoint import load_model
+
+    out = tmp_path / "sad"
+    run_sad_calibrate(checkpoint, store, out, SADCalibration(
+        ratio=0.6, attack_params={"steps": 1}, batch_size=16, batches=1), device="cpu")
+    model, meta = load_model(out)
+    assert isinstance(model, SADModel) and model.spec.ratio == 0.6
+    assert meta["wrapper"]["name"] == "sad" and not model.training
+    plain, _ = load_model(out, wrap=False)
+    assert not isinstance(plain, SADModel)
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(model.network(x), plain(x))
+    assert not isinstance(load_model(checkpoint)[0], SADModel)

@@ -149,6 +149,9 @@ def test_flowers17(tiny_flowers):
     ys, xs = np.nonzero(tr["masks"][0])
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (2, 6, 3, 9)
     assert tr["boxes"] is None
+    # a subset without any masked image keeps the data set's layout (mask arrays present)
+    val_only = DATASETS.get("flowers17")(root=str(tiny_flowers), limit=1, seed=0)
+    assert val_only.has_masks() and blocks(val_only, "val")["masks"] is not None
 
 
 def test_flowers17_errors(tiny_flowers, image_writer):

@@ -63,7 +63,7 @@ def _probe_accuracy(f_tr, y_tr, f_te, y_te) -> float:
                               torch.nn.Linear(64, 10))
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     ytr = torch.tensor(y_tr)
-    for _ in range(300):
+    for _ in range(200):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(net(xtr), ytr).backward()
         opt.step()
@@ -71,8 +71,8 @@ def _probe_accuracy(f_tr, y_tr, f_te, y_te) -> float:
 
 
 def test_class_not_decodable_from_colour_statistics():
-    c = cfg(n_train=2000, n_test=500)
-    tr, te = c.generate("train", 0, 2000), c.generate("test", 0, 500)
+    c = cfg(n_train=1200, n_test=400)
+    tr, te = c.generate("train", 0, 1200), c.generate("test", 0, 400)
 
     def feats(b):  # mean and std colour of the image, and the object's mean colour
         x = b.images.astype(np.float64) / 255

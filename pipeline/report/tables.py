@@ -55,21 +55,28 @@ def load_paper_tables(folder: str | Path | None = None) -> pd.DataFrame:
                      ignore_index=True)
 
 
-def _paper_cell(paper: pd.DataFrame, dataset, method, sources: str, attack, eps) -> str:
+def _paper_cell(paper: pd.DataFrame, dataset, method, sources: str, attack, eps,
+                tables: set | None = None) -> tuple[str, set]:
+    """The published value(s) for one cell, and the ``paper table`` names they came from.
+
+    ``tables`` restricts the search (the clean column takes the attack's paper tables).
+    """
     if paper.empty:
-        return ""
+        return "", set()
     e = "0" if attack == "clean" else format_budget(eps)
     m = paper[(paper["dataset"] == dataset) & (paper["method"] == method)
               & (paper["attack"] == attack) & (paper["eps"] == e)]
+    names = m["paper"].str.split().str[0] + " " + m["table"]
+    if tables is not None:
+        m, names = m[names.isin(tables)], names[names.isin(tables)]
     if sources:
-        exact = m[m["variant"].fillna("") == sources]
-        m = exact if len(exact) else m
+        exact = (m["variant"].fillna("") == sources).to_numpy()
+        m, names = (m[exact], names[exact]) if exact.any() else (m, names)
     if m.empty:
-        return ""
+        return "", set()
     v = m["value"].astype(float)
-    tables = ", ".join(sorted(set(m["paper"].str.split().str[0] + " " + m["table"])))
     val = f"{v.iloc[0]:.2f}" if len(v) == 1 else f"{v.min():.2f}-{v.max():.2f}"
-    return f"{val} ({tables})"
+    return f"{val} ({', '.join(sorted(set(names)))})", set(names)
 
 
 def latest_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -109,13 +116,18 @@ def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) ->
             for row, gr in ga.groupby("row", sort=True):
                 if not (gr["attack"] == attack).any():
                     continue
-                cells = {}
-                for (a, eps), gc in gr.groupby(["attack", "eps"], sort=False):
+                cells, used = {}, set()
+                # attack cells first: the clean column then quotes the same paper tables
+                groups = sorted(gr.groupby(["attack", "eps"], sort=False),
+                                key=lambda kv: kv[0][0] == "clean")
+                for (a, eps), gc in groups:
                     col = "clean" if a == "clean" else format_budget(eps)
                     cells[col] = _cell(gc)
                     first = gc.iloc[0]
                     srcs = ",".join(json.loads(first["saliency_sources"] or "[]"))
-                    ref = _paper_cell(paper, ds, first["method"], srcs, a, eps)
+                    ref, names = _paper_cell(paper, ds, first["method"], srcs, a, eps,
+                                             used if a == "clean" else None)
+                    used |= names
                     if ref:
                         cells[f"{col} · paper"] = ref
                 table[row] = cells

@@ -144,9 +144,13 @@ def _train_run(fn, *args, **kw):
 @click.option("--saliency", "saliency", multiple=True, metavar="SOURCE",
               help="Cached saliency source for stage-two methods (repeatable), e.g. "
                    "resnet10_adv.gbp or annotation.mask.")
+@click.option("--stream", type=click.Choice(["auto", "memory", "chunks"]), default=None,
+              help="Training stream: memory (resident), chunks (chunk reads with a "
+                   "shuffle buffer), auto (memory when it fits). Default: config's "
+                   "stream.")
 @click.pass_context
 def train_cmd(ctx, store, out, arch, width, config, epochs, batch_size, lr, seed, sets,
-              params, method, saliency) -> None:
+              params, method, saliency, stream) -> None:
     """Train a model with any registered training method.
 
     Reads STORE's train split, its cached saliency sources named by --saliency, and the
@@ -156,7 +160,7 @@ def train_cmd(ctx, store, out, arch, width, config, epochs, batch_size, lr, seed
     from pipeline.train.stage import params_from_pairs, run_train
 
     over = {"net.arch": arch, "net.width": width, "epochs": epochs,
-            "batch_size": batch_size, "opt.lr": lr, "seed": seed}
+            "batch_size": batch_size, "opt.lr": lr, "seed": seed, "stream": stream}
     cfg = _train_run(_train_cfg, config, over, sets)
     res = _train_run(run_train, store, method, _train_run(params_from_pairs, params), cfg,
                      out, device=ctx.obj["device"], saliency=saliency)

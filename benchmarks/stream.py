@@ -96,21 +96,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     from pipeline.cache.stream import AugConfig, MemoryStream
-    from pipeline.cache.stream_chunks import build_chunk_stream
-    from pipeline.train.sources import open_sources, read_all
+    from pipeline.cache.stream_chunks import ChunkStream
 
     aug = AugConfig(crop_padding=4, flip=True)
     with tempfile.TemporaryDirectory() as tmp:
         g = make_store(Path(tmp) / "bench.zarr", args.n)
-        maps = open_sources(g, "train", ["bench.gbp"], "map")
-        masks = open_sources(g, "train", ["bench.gbp"], "mask")
-        kw = {"batch_size": args.batch, "seed": 0, "device": device, "aug": aug}
-        images = np.asarray(g["train/images"][...])
-        labels = np.asarray(g["train/labels"][...])
-        memory = MemoryStream(images, labels, saliency=read_all(maps, args.n),
-                              masks=read_all(masks, args.n), **kw)
-        chunks = build_chunk_stream(g, "train", sources={s.name: s.read for s in maps},
-                                    masks={s.name: s.read for s in masks}, **kw)
+        kw = {"batch_size": args.batch, "seed": 0, "device": device, "aug": aug,
+              "saliency": ["bench.gbp"], "masks": ["bench.gbp"]}
+        memory = MemoryStream.from_store(g, "train", **kw)
+        chunks = ChunkStream.from_store(g, "train", **kw)
         rates = {"memory": stream_rate(memory), "chunks": stream_rate(chunks)}
         train = step_rate(memory, device, args.steps)
     print(f"device {device}, {args.threads} thread(s), {args.n} images 3x32x32 + map + mask, "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -83,6 +83,25 @@ class ChunkStream:
         self.chunk, self.batch_size, self.seed = int(chunk), int(batch_size), seed
         self.device, self.aug, self.drop_last = torch.device(device), aug, drop_last
         self.buffer_chunks, self.prefetch = int(buffer_chunks), int(prefetch)
+
+    @classmethod
+    def from_store(cls, store, split: str, *, saliency: Sequence[str] = (),
+                   masks: Sequence[str] = (), prepare=None, **kw) -> "ChunkStream":
+        """Stream ``split`` of an open zarr store chunk by chunk (chunk = the images'
+        chunk length along N), with the named cached sources as maps (through
+        ``prepare(name, array)`` per chunk) and salience masks."""
+        from pipeline.cache import layout
+        from pipeline.train.sources import open_sources
+
+        images = store[layout.images_path(split)]
+        labels = np.asarray(store[layout.labels_path(split)][...])
+        maps = open_sources(store, split, saliency, "map", prepare)
+        msk = open_sources(store, split, masks, "mask")
+        stream = cls(images, labels, chunk=int(images.chunks[0]),
+                     saliency={s.name: s.read for s in maps},
+                     masks={s.name: s.read for s in msk}, **kw)
+        stream.mode = "chunks"
+        return stream
 
     def __len__(self) -> int:
         return self.num_batches
@@ -194,13 +213,24 @@ def choose_stream_mode(nbytes: int, device: torch.device | str, fraction: float 
     return "memory" if nbytes <= fraction * free else "chunks"
 
 
-def build_chunk_stream(group, split: str, *, sources: Mapping[str, Callable] | None = None,
-                       masks: Mapping[str, Callable] | None = None, **kw) -> ChunkStream:
-    """A :class:`ChunkStream` over ``split`` of an open zarr store (chunk = the images'
-    chunk length along N)."""
-    from pipeline.cache import layout
+@STREAMS.register("auto")
+class AutoStream:
+    """``memory`` when the split's images plus the named sources fit (half the free
+    device or host memory, :func:`choose_stream_mode`), else ``chunks``; a factory only
+    (``from_store`` returns the chosen stream with its ``mode`` set)."""
 
-    images = group[layout.images_path(split)]
-    labels = np.asarray(group[layout.labels_path(split)][...])
-    return ChunkStream(images, labels, chunk=int(images.chunks[0]), saliency=sources,
-                       masks=masks, **kw)
+    @classmethod
+    def from_store(cls, store, split: str, *, saliency: Sequence[str] = (),
+                   masks: Sequence[str] = (), prepare=None, **kw):
+        from pipeline.cache import layout
+        from pipeline.train.sources import open_sources
+
+        images = store[layout.images_path(split)]
+        extras = open_sources(store, split, saliency, "map") + open_sources(
+            store, split, masks, "mask")
+        nbytes = int(np.prod(images.shape)) + sum(s.nbytes for s in extras)
+        mode = choose_stream_mode(nbytes, kw.get("device", "cpu"))
+        stream = STREAMS.get(mode).from_store(store, split, saliency=saliency, masks=masks,
+                                              prepare=prepare, **kw)
+        stream.mode = mode
+        return stream

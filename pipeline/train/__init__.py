@@ -16,3 +16,4 @@ from pipeline.train.method import Batch, StepContext, TrainingMethod  # noqa: E4
 
 __all__ = ["TRAINING", "Batch", "StepContext", "TrainingMethod"]
 from pipeline.train import sat, pgd_sat, trades_sat, sip_at, int_family, fat, part  # noqa: E402,F401,I001
+from pipeline.cache import stream_chunks  # noqa: E402,F401,I001  (registers chunks, auto)

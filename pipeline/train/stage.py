@@ -135,6 +135,10 @@ def run_train(
         "saliency_sources": {},
         **(extra_meta or {}),
     }
+    from pipeline.train.sources import check_sources
+
+    # every named source present, complete and of this data set, before anything runs
+    check_sources(group, "train", [*saliency, *masks_from])
     meta["saliency_sources"] = _provenance(group, "train", [*saliency, *masks_from])
     if finished_run(out, meta):
         log.info("%s already holds this finished run; nothing to do", out)
@@ -170,6 +174,7 @@ def run_train(
         aug=cfg.aug,
         drop_last=cfg.drop_last,
     )
+    meta["stream"] = getattr(stream, "mode", cfg.stream)  # what ``auto`` chose
     test = None
     if cfg.test_split:
         x_t, y_t = read_split_arrays(group, cfg.test_split)

@@ -1,4 +1,5 @@
-"""A tiny store with annotations and one complete cached saliency source (stage two)."""
+"""A tiny store with annotations and two complete cached saliency sources: a teacher's
+``tiny_adv.gbp`` and the annotation source ``annotation.mask`` (stage two)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ def write_store(path: Path, n_train: int = 48, n_test: int = 16, size: int = 16,
             grp["map"][:] = m
             grp["sign"][:] = pack_bits(m > 0)
             grp["mask"][:] = pack_bits(masks)
+            ann = create_source(root, split, "annotation.mask", shape=x.shape, chunk=chunk,
+                                with_bbox=False, attrs={})
+            obj = masks & has[:, None, None]
+            weak = (obj.astype(np.float16) * 2 - 1) * has[:, None, None]  # Eq. 10
+            ann["map"][:] = np.repeat(weak[:, None], 3, axis=1)
+            ann["sign"][:] = pack_bits(np.repeat(obj[:, None], 3, axis=1))
+            ann["mask"][:] = pack_bits(obj)
     fp = digest.hexdigest()
     root.attrs.update({
         "schema_version": layout.SCHEMA_VERSION, "dataset": "tiny",
@@ -59,12 +67,14 @@ def write_store(path: Path, n_train: int = 48, n_test: int = 16, size: int = 16,
         "fingerprint": fp, "splits": ["train", "test"], "resolution": [size, size],
         "channels": 3, "mean": [0.3] * 3, "std": [0.25] * 3, "params": {},
     })
+    done = {"dataset_fingerprint": fp, "schema_version": layout.SCHEMA_VERSION,
+            "complete": True, "chunks_done": list(range(-(-n_train // chunk)))}
     root[layout.saliency_group("train", SOURCE)].attrs.update({
         "method": "gbp", "params": {}, "target": "pred", "teacher": "tiny_adv",
-        "teacher_sha256": "0" * 64, "dataset_fingerprint": fp,
-        "schema_version": layout.SCHEMA_VERSION, "complete": True,
-        "chunks_done": list(range(-(-n_train // chunk))),
-    })
+        "teacher_sha256": "0" * 64, **done})
+    root[layout.saliency_group("train", "annotation.mask")].attrs.update({
+        "method": "mask", "params": {}, "target": "label", "teacher": None,
+        "teacher_sha256": None, **done})
     return path
 
 

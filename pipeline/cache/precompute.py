@@ -21,7 +21,9 @@ import pipeline
 from pipeline.cache import layout
 from pipeline.cache.chunk_saliency import ChunkJob, compute_chunk
 from pipeline.cache.saliency_store import (
+    ANNOTATION,
     ProvenanceMismatchError,
+    annotation_provenance,
     chunk_count,
     create_source,
     open_group,
@@ -30,7 +32,6 @@ from pipeline.cache.saliency_store import (
 )
 
 log = logging.getLogger(__name__)
-ANNOTATION = "annotation"
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,7 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
                 f"store {store} (data set {group.attrs.get('dataset')!r}) has no {ann}; "
                 f"source {source!r} needs a data set with {'masks' if kind == 'mask' else 'boxes'}"
             )
-        return {"method": kind, "params": {}, "target": None, "teacher": ANNOTATION,
-                "teacher_sha256": None, "dataset_fingerprint": fingerprint,
-                "schema_version": layout.SCHEMA_VERSION}
+        return annotation_provenance(group, kind)
     if cfg.teacher is None or cfg.method is None:
         raise ValueError(f"source {source!r} needs --teacher and --method")
     from pipeline.saliency import SALIENCY

@@ -25,6 +25,7 @@ from pipeline.cache import layout
 from pipeline.cache.bits import packed_width, unpack_bits
 
 KINDS = ("map", "sign", "mask", "bbox")
+ANNOTATION = "annotation"  # origin of the weak-saliency sources annotation.mask/.bbox
 # Attrs that define what a source holds; a stored source is reused only when all agree.
 PROVENANCE_KEYS = (
     "method", "params", "target", "teacher", "teacher_sha256", "dataset_fingerprint",
@@ -105,9 +106,26 @@ def source_group(store: zarr.Group | str, split: str, source: str) -> zarr.Group
     return group[path]
 
 
+def annotation_provenance(group: zarr.Group, kind: str) -> dict:
+    """The provenance of ``annotation.<kind>``: fully determined by the store."""
+    return {"method": kind, "params": {}, "target": None, "teacher": ANNOTATION,
+            "teacher_sha256": None, "dataset_fingerprint": group.attrs.get("fingerprint"),
+            "schema_version": layout.SCHEMA_VERSION}
+
+
 def source_provenance(store: zarr.Group | str, split: str, source: str) -> dict:
-    """All attrs of a source: provenance, ``created``, ``chunks_done``, ``complete``."""
-    return dict(source_group(store, split, source).attrs)
+    """All attrs of a source: provenance, ``created``, ``chunks_done``, ``complete``.
+
+    ``annotation.mask`` / ``annotation.bbox`` that are not cached but can be derived
+    from the split's annotations (stage two may build them on the fly) get their
+    provenance with ``cached: False``.
+    """
+    group = _as_group(store)
+    origin, _, kind = source.partition(".")
+    path = layout.saliency_group(split, source)
+    if origin == ANNOTATION and path not in group and f"{split}/annotations/{kind}" in group:
+        return {**annotation_provenance(group, kind), "cached": False}
+    return dict(source_group(group, split, source).attrs)
 
 
 def read_saliency(

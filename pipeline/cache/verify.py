@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.cache.chunk_saliency import ChunkJob, compute_arrays
 from pipeline.cache.saliency_store import (
+    ANNOTATION,
     KINDS,
     _local_path,
     chunk_count,
@@ -31,7 +32,6 @@ from pipeline.cache.saliency_store import (
 )
 
 log = logging.getLogger(__name__)
-ANNOTATION = "annotation"
 # Share of bits allowed to differ in a recomputed sign/mask plane (cross-device noise).
 BIT_TOLERANCE = 1e-3
 

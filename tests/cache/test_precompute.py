@@ -228,3 +228,14 @@ def test_teacher_given_as_model_pt_names_its_directory(store, teacher):
     res = run_precompute(store, _grad_cfg(teacher / "model.pt"))
     assert res["source"] == "train/teach_a.grad"
     assert run_precompute(store, _grad_cfg(teacher))["status"] == "nothing to do"
+
+
+def test_provenance_of_derivable_annotation_source(store):
+    prov = source_provenance(store, "train", "annotation.bbox")
+    assert prov["cached"] is False and prov["teacher"] == "annotation"
+    run_precompute(store, PrecomputeConfig(source="annotation.bbox"))
+    stored = source_provenance(store, "train", "annotation.bbox")
+    assert {k: stored[k] for k in prov if k != "cached"} == {
+        k: v for k, v in prov.items() if k != "cached"}
+    with pytest.raises(MissingSourceError):
+        source_provenance(store, "train", "teach_a.grad")

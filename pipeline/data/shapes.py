@@ -5,8 +5,13 @@ ellipse, diamond, hexagon, crescent) with random colour, size, position, aspect 
 and a small rotation (+-20 degrees, so square and diamond stay distinct), drawn over a
 textured background (base colour, sinusoidal stripes, soft distractor blobs, thin
 distractor bars) plus pixel noise. Object and background colours are drawn independently
-of the class, so colour alone does not give the class away. The object mask is exact
+of the class (the object's brightness is pushed away from the background's so it always
+stands out), so colour alone does not give the class away. The object mask is exact
 (the pixels painted with the object colour) and the box is the mask's bounding box.
+
+Learnability (``tests/data/learnability_shapes.py``, narrow ResNet-10 width 16, the
+``tiny`` teacher recipe, one CPU thread): chance after epoch 1, about 85 % test accuracy
+after 6 epochs of batch 128, about 95 % after 8 epochs of batch 64.
 
 Generation is vectorised over groups of :data:`GROUP` images, each seeded from
 ``(seed, split, group)``, so the bytes do not depend on the block size asked for.

@@ -114,18 +114,8 @@ def annotation_provenance(group: zarr.Group, kind: str) -> dict:
 
 
 def source_provenance(store: zarr.Group | str, split: str, source: str) -> dict:
-    """All attrs of a source: provenance, ``created``, ``chunks_done``, ``complete``.
-
-    ``annotation.mask`` / ``annotation.bbox`` that are not cached but can be derived
-    from the split's annotations (stage two may build them on the fly) get their
-    provenance with ``cached: False``.
-    """
-    group = _as_group(store)
-    origin, _, kind = source.partition(".")
-    path = layout.saliency_group(split, source)
-    if origin == ANNOTATION and path not in group and f"{split}/annotations/{kind}" in group:
-        return {**annotation_provenance(group, kind), "cached": False}
-    return dict(source_group(group, split, source).attrs)
+    """All attrs of a source: provenance, ``created``, ``chunks_done``, ``complete``."""
+    return dict(source_group(store, split, source).attrs)
 
 
 def read_saliency(

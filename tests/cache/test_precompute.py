@@ -230,12 +230,15 @@ def test_teacher_given_as_model_pt_names_its_directory(store, teacher):
     assert run_precompute(store, _grad_cfg(teacher))["status"] == "nothing to do"
 
 
-def test_provenance_of_derivable_annotation_source(store):
-    prov = source_provenance(store, "train", "annotation.bbox")
-    assert prov["cached"] is False and prov["teacher"] == "annotation"
+
+def test_annotation_provenance_is_what_precompute_records(store):
+    import zarr as _zarr
+
+    from pipeline.cache.saliency_store import annotation_provenance
+
     run_precompute(store, PrecomputeConfig(source="annotation.bbox"))
     stored = source_provenance(store, "train", "annotation.bbox")
-    assert {k: stored[k] for k in prov if k != "cached"} == {
-        k: v for k, v in prov.items() if k != "cached"}
+    want = annotation_provenance(_zarr.open_group(store, mode="r"), "bbox")
+    assert {k: stored[k] for k in want} == want
     with pytest.raises(MissingSourceError):
-        source_provenance(store, "train", "teach_a.grad")
+        source_provenance(store, "train", "annotation.mask")

@@ -232,13 +232,11 @@ def test_teacher_given_as_model_pt_names_its_directory(store, teacher):
 
 
 def test_annotation_provenance_is_what_precompute_records(store):
-    import zarr as _zarr
-
     from pipeline.cache.saliency_store import annotation_provenance
 
     run_precompute(store, PrecomputeConfig(source="annotation.bbox"))
     stored = source_provenance(store, "train", "annotation.bbox")
-    want = annotation_provenance(_zarr.open_group(store, mode="r"), "bbox")
+    want = annotation_provenance(zarr.open_group(store, mode="r"), "bbox")
     assert {k: stored[k] for k in want} == want
     with pytest.raises(MissingSourceError):
         source_provenance(store, "train", "annotation.mask")

@@ -18,7 +18,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from itertools import pairwise
 from typing import Any
 
@@ -68,21 +68,42 @@ def view_model(model: nn.Module, view: str | None) -> nn.Module:
     return model.with_grad_mode("exact" if view == "adaptive" else "bpda")
 
 
+class RobustRecord:
+    """Per budget and dataset index: robust against every attack recorded so far."""
+
+    def __init__(self):
+        self.robust: dict[float, dict[int, bool]] = {}
+
+    def add(self, eps: float, index: torch.Tensor, ok: torch.Tensor) -> None:
+        seen = self.robust.setdefault(float(eps), {})
+        for i, o in zip(index.tolist(), ok.tolist()):
+            seen[i] = seen.get(i, True) and bool(o)
+
+
 class ViewAttack:
     """An attack that crafts against ``view_model(model, view)``; everything else delegates.
 
     The evaluation scores ``model(x_adv)`` with the whole defence, so in the
-    ``nonadaptive`` view the defence is applied after the attack.
+    ``nonadaptive`` view the defence is applied after the attack. With a ``record``,
+    each example's outcome under the whole model is kept per ``eps`` (for the worst case
+    over views; metric-producing attacks are left out, as in the protocol).
     """
 
-    def __init__(self, attack: Any, view: str):
-        self.attack, self.view = attack, view
+    def __init__(self, attack: Any, view: str, record: RobustRecord | None = None,
+                 eps: float | None = None):
+        self.attack, self.view, self.record, self.eps = attack, view, record, eps
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw):
-        return self.attack(view_model(model, self.view), x, y, **kw)
+        x_adv = self.attack(view_model(model, self.view), x, y, **kw)
+        index = kw.get("index")
+        if (self.record is not None and self.eps is not None and index is not None
+                and not hasattr(self.attack, "example_metrics")):
+            with torch.no_grad():
+                self.record.add(self.eps, index.cpu(), (model(x_adv).argmax(1) == y).cpu())
+        return x_adv
 
     def __getattr__(self, name: str):
-        if name in ("attack", "view"):  # not set yet (copy/pickle): no recursion
+        if name in ("attack", "view", "record", "eps"):  # not set yet: no recursion
             raise AttributeError(name)
         return getattr(self.attack, name)
 
@@ -92,15 +113,18 @@ class ViewRun(AttackRun):
     """An :class:`AttackRun` whose attack is built as a :class:`ViewAttack`."""
 
     view: str = "adaptive"
+    record: RobustRecord | None = field(default=None, compare=False, repr=False)
 
     def build(self, extra: dict | None = None):
-        return ViewAttack(super().build(extra), self.view)
+        return ViewAttack(super().build(extra), self.view, self.record, self.eps)
 
 
-def with_view(runs: Sequence[AttackRun], view: str) -> list[ViewRun]:
-    """``runs`` with every attack crafted under ``view``."""
+def with_view(runs: Sequence[AttackRun], view: str,
+              record: RobustRecord | None = None) -> list[ViewRun]:
+    """``runs`` with every attack crafted under ``view`` (outcomes kept in ``record``)."""
     names = [f.name for f in fields(AttackRun)]
-    return [ViewRun(**{k: getattr(r, k) for k in names}, view=view) for r in runs]
+    return [ViewRun(**{k: getattr(r, k) for k in names}, view=view, record=record)
+            for r in runs]
 
 
 def _loss(row: dict) -> str:
@@ -164,15 +188,42 @@ def evaluate_views(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: to
 
     Returns:
         rows as ``evaluate_robust``'s plus ``view``; each view's clean row carries that
-        view's sanity-curve flags (:func:`sanity_curve_flags`).
+        view's sanity-curve flags (:func:`sanity_curve_flags`). With several views, one
+        ``worst_case`` row per budget with view ``all``: per example, robust only when
+        clean-correct and robust against every attack of that budget in every view
+        (notes/peers.md C.2 5: report the minimum over all attacks).
     """
     from pipeline.evaluate.robust import evaluate_robust
 
     views = list(views) if views is not None else available_views(model)
+    record = RobustRecord()
     out: list[dict] = []
     for view in views or [""]:
-        view_runs = with_view(runs, view) if view else list(runs)
+        view_runs = with_view(runs, view, record) if view else list(runs)
         rows = evaluate_robust(model, x, y, index, view_runs, **kw)
         rows[0]["flags"] = list(rows[0]["flags"]) + sanity_curve_flags(rows)
         out += [{**r, "view": view} for r in rows]
+    if len(views) > 1:
+        out += _worst_over_views(model, x, y, index, record, out[0], kw)
     return out
+
+
+def _worst_over_views(model, x, y, index, record: RobustRecord, template: dict,
+                      kw: dict) -> list[dict]:
+    device, bs = kw.get("device", "cpu"), int(kw.get("batch_size", 256))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + bs].to(device)).argmax(1).cpu()
+                          for i in range(0, len(x), bs)])
+    model.train(was_training)
+    clean = (pred == y).tolist()
+    rows = []
+    for eps, seen in sorted(record.robust.items()):
+        ok = [c and seen.get(int(i), True) for c, i in zip(clean, index.tolist())]
+        acc = sum(ok) / max(len(ok), 1)
+        rows.append({**template, "attack": "worst_case", "attack_name": "worst_case",
+                     "attack_params": "{}", "eps": eps, "steps": math.nan,
+                     "restarts": math.nan, "metric": "accuracy", "value": acc,
+                     "accuracy": acc, "seconds": 0.0, "flags": [], "view": "all"})
+    return rows

@@ -71,7 +71,8 @@ def test_evaluate_views_tags_rows_and_scores_the_whole_defence(bn_model):
     runs = [AttackRun("pgd2", "pgd", 8 / 255, {"steps": 2})]
     assert [r.view for r in with_view(runs, "nonadaptive")] == ["nonadaptive"]
     rows = evaluate_views(sad, x, y, torch.arange(6), runs, batch_size=4)
-    assert sorted({r["view"] for r in rows}) == ["adaptive", "adaptive_bpda", "nonadaptive"]
+    assert sorted({r["view"] for r in rows}) == ["adaptive", "adaptive_bpda", "all",
+                                                 "nonadaptive"]
     clean = {r["view"]: r["accuracy"] for r in rows if r["attack"] == "clean"}
     with torch.no_grad():
         expected = (sad(x).argmax(1) == y).float().mean().item()
@@ -79,8 +80,29 @@ def test_evaluate_views_tags_rows_and_scores_the_whole_defence(bn_model):
     for r in rows:
         if r["attack"] == "pgd2":
             assert r["accuracy"] <= clean[r["view"]] + 1e-9
+    # the worst case over views: per example, so at most the best view's worst case
+    (all_row,) = [r for r in rows if r["view"] == "all"]
+    per_view = [r["accuracy"] for r in rows if r["attack"] == "worst_case"
+                and r["view"] != "all"]
+    assert all_row["eps"] == pytest.approx(8 / 255) and len(per_view) == 3
+    assert all_row["accuracy"] <= min(per_view) + 1e-9
     plain = evaluate_views(bn_model, x, y, torch.arange(6), runs, batch_size=4)
     assert {r["view"] for r in plain} == {""}
+
+
+def test_worst_case_over_views_is_per_example(bn_model):
+    # view A fools examples {0, 1}, view B fools {2}: the per-example worst case over the
+    # views fools {0, 1, 2}, lower than either view's own worst case
+    from pipeline.sad.evaluate import RobustRecord, _worst_over_views
+
+    record = RobustRecord()
+    record.add(8 / 255, torch.tensor([0, 1, 2, 3]), torch.tensor([False, False, True, True]))
+    record.add(8 / 255, torch.tensor([0, 1, 2, 3]), torch.tensor([True, True, False, True]))
+    x = torch.rand(4, 3, 16, 16)
+    y = bn_model(x).argmax(1)  # all clean-correct
+    (row,) = _worst_over_views(bn_model, x, y, torch.arange(4), record,
+                               {"view": "", "n": 4}, {})
+    assert row["accuracy"] == 0.25 and row["view"] == "all"
 
 
 def _row(eps, steps, acc, loss="ce", n=100):

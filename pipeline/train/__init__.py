@@ -16,4 +16,10 @@ from pipeline.train.method import Batch, StepContext, TrainingMethod  # noqa: E4
 
 __all__ = ["TRAINING", "Batch", "StepContext", "TrainingMethod"]
 from pipeline.train import sat, pgd_sat, trades_sat, sip_at, int_family, fat, part  # noqa: E402,F401,I001
-from pipeline.cache import stream_chunks  # noqa: E402,F401,I001  (registers chunks, auto)
+import sys as _sys  # noqa: E402,I001
+
+# register the chunks/auto streams, unless pipeline.cache.stream is importing us half-way
+# (then pipeline.train.stage imports them before any stream is built)
+if hasattr(_sys.modules.get("pipeline.cache.stream"), "STREAMS") or \
+        "pipeline.cache.stream" not in _sys.modules:
+    from pipeline.cache import stream_chunks  # noqa: E402,F401

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 import yaml
 
+from pipeline.cache import stream_chunks  # noqa: F401  (registers chunks, auto)
 from pipeline.cache.stream import STREAMS, read_split_arrays
 from pipeline.config import ConfigError, build_method, from_dict, to_dict
 from pipeline.models.prune import PruneConfig, apply_masks, magnitude_masks, sparsity

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 
-def make_store(path: Path, n: int, chunk: int = 512) -> "object":
+def make_store(path: Path, n: int, chunk: int = 512):
     import zarr
     from zarr.codecs import BloscCodec
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ class ChunkStream:
 
     def __init__(self, images: Reader, labels, *, chunk: int, batch_size: int,
                  seed: int = 0, device: str | torch.device = "cpu",
-                 aug: AugConfig = AugConfig(), drop_last: bool = False,
+                 aug: AugConfig | None = None, drop_last: bool = False,
                  saliency: Mapping[str, Reader] | None = None,
                  masks: Mapping[str, Reader] | None = None,
                  buffer_chunks: int = 4, prefetch: int = 2,
@@ -81,12 +82,13 @@ class ChunkStream:
             raise ValueError("chunk, batch_size, buffer_chunks and prefetch must be >= 1")
         self.saliency, self.masks = dict(saliency or {}), dict(masks or {})
         self.chunk, self.batch_size, self.seed = int(chunk), int(batch_size), seed
-        self.device, self.aug, self.drop_last = torch.device(device), aug, drop_last
+        self.device, self.drop_last = torch.device(device), drop_last
+        self.aug = aug if aug is not None else AugConfig()
         self.buffer_chunks, self.prefetch = int(buffer_chunks), int(prefetch)
 
     @classmethod
     def from_store(cls, store, split: str, *, saliency: Sequence[str] = (),
-                   masks: Sequence[str] = (), prepare=None, **kw) -> "ChunkStream":
+                   masks: Sequence[str] = (), prepare=None, **kw) -> ChunkStream:
         """Stream ``split`` of an open zarr store chunk by chunk (chunk = the images'
         chunk length along N), with the named cached sources as maps (through
         ``prepare(name, array)`` per chunk) and salience masks."""
@@ -126,20 +128,24 @@ class ChunkStream:
             out["m:" + k] = m[:, None] if m.ndim == 3 else m
         return out
 
+    @staticmethod
+    def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+        """Put ``item`` unless the consumer has stopped; False when it has."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _producer(self, chunks: list[int], q: queue.Queue, stop: threading.Event) -> None:
         try:
             for c in chunks:
-                item = (c, self._load_chunk(c))
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not self._put(q, (c, self._load_chunk(c)), stop):
                     return
-        except BaseException as err:  # surfaced in the consumer
-            q.put((-1, err))
+        except Exception as err:  # noqa: BLE001  (re-raised by the consumer, chained)
+            self._put(q, (-1, err), stop)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """Batches ``start, start+1, ...`` of ``epoch``; resumable at any batch."""

@@ -54,7 +54,7 @@ def important_pixels(model: nn.Module, x: torch.Tensor, top_fraction: float) -> 
     cam = cams[torch.arange(len(x), device=x.device), pred][:, None]
     cam = F.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
     flat = cam.flatten(1)
-    k = max(1, int(round(top_fraction * flat.shape[1])))
+    k = max(1, round(top_fraction * flat.shape[1]))
     thresh = flat.topk(k, dim=1).values[:, -1:]
     # ties at the threshold may add pixels; the order is the CAM's, never the batch's
     return (flat >= thresh).view_as(cam)

@@ -16,8 +16,8 @@ paper 000 Eq. 10 as map, the object region as mask) are cached like any other so
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -77,6 +77,18 @@ def check_sources(group, split: str, names: Sequence[str]) -> None:
                              f"(fingerprint {attrs.get('dataset_fingerprint')} != {fp})")
 
 
+def _reader(arr, kind: str, hw: tuple[int, int], prepare, name: str):
+    """``(start, stop) -> array`` over one stored array (maps through ``prepare``)."""
+
+    def read(a: int, b: int) -> np.ndarray:
+        if kind == "mask":
+            return unpack_bits(np.asarray(arr[a:b]), hw)[:, None]
+        m = np.asarray(arr[a:b])
+        return m if prepare is None else prepare(name, m)
+
+    return read
+
+
 def open_sources(group, split: str, names: Sequence[str], kind: str,
                  prepare: Callable[[str, np.ndarray], np.ndarray] | None = None,
                  ) -> list[ExtraSource]:
@@ -100,15 +112,8 @@ def open_sources(group, split: str, names: Sequence[str], kind: str,
         if arr.shape[0] != n:
             raise ValueError(f"saliency source {split}/{name} has {arr.shape[0]} images; "
                              f"split {split!r} has {n}")
-        if kind == "map":
-            read = (lambda arr: lambda a, b: np.asarray(arr[a:b]))(arr)
-            nbytes = int(np.prod(arr.shape)) * 2
-        else:
-            read = (lambda arr: lambda a, b: unpack_bits(np.asarray(arr[a:b]),
-                                                         (h, w))[:, None])(arr)
-            nbytes = n * h * w
-        if kind == "map" and prepare is not None:
-            read = (lambda r, nm: lambda a, b: prepare(nm, r(a, b)))(read, name)
+        read = _reader(arr, kind, (h, w), prepare, name)
+        nbytes = n * (c * h * w * 2 if kind == "map" else h * w)
         out.append(ExtraSource(name, kind, read, prov, nbytes))
         log.info("saliency source %s/%s (%s, %.1f MB)", split, name, kind, nbytes / 1e6)
     return out

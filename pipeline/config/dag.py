@@ -58,11 +58,15 @@ class Dag:
             args.append(f"--root {shlex.quote(str(Path(self.data_root) / spec.root))}")
         return " ".join(args + [kv_args("-p", spec.params)])
 
-    def teacher_args(self, teacher: str) -> str:
+    def _test_split(self, dataset: str) -> str:
+        """Per-epoch clean accuracy is measured on the data set's evaluation split."""
+        return f"-s test_split={self.profile.datasets[dataset].eval_split}"
+
+    def teacher_args(self, dataset: str, teacher: str) -> str:
         t = self.profile.teachers[teacher]
         width = f" --width {t.width}" if t.width is not None else ""
         return (f"--arch {t.arch}{width} --mode {t.mode} --config {shlex.quote(t.train)} "
-                + kv_args("-p", t.params)).strip()
+                f"{self._test_split(dataset)} " + kv_args("-p", t.params)).strip()
 
     def teacher_config(self, teacher: str) -> str:
         return self.profile.teachers[teacher].train
@@ -85,13 +89,14 @@ class Dag:
     def student_sources(self, student: str) -> list[str]:
         return list(self.profile.students[student].saliency)
 
-    def student_args(self, student: str, seed: int) -> str:
+    def student_args(self, dataset: str, student: str, seed: int) -> str:
         s, net = self.profile.students[student], self.profile.student
         width = f" --width {net.width}" if net.width is not None else ""
         sal = " ".join(f"--saliency {src}" for src in s.saliency)
         return " ".join(x for x in [
             f"--method {s.method}", sal, f"--arch {net.arch}{width}",
-            f"--config {shlex.quote(net.train)}", f"--seed {seed}", kv_args("-p", s.params),
+            f"--config {shlex.quote(net.train)}", self._test_split(dataset), f"--seed {seed}",
+            kv_args("-p", s.params),
         ] if x)
 
     def student_config(self) -> str:

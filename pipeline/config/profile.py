@@ -191,7 +191,10 @@ def _check_datasets(p: Profile, names: tuple[str, ...] | None, where: str) -> No
 
 
 def _dataset_params(p: Profile, d: DatasetSpec) -> dict:
-    return dict(d.params)
+    params = dict(d.params)
+    if d.root is not None:
+        params["root"] = str(Path(p.data_root) / d.root)
+    return params
 
 
 def kv_args(flag: str, params: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ rule train_teacher:
     params:
         store=STORE,
         out=TEACHER,
-        args=lambda w: SWEEP.teacher_args(w.teacher),
+        args=lambda w: SWEEP.teacher_args(w.dataset, w.teacher),
     threads: 1
     resources:
         gpu=1,
@@ -88,7 +88,7 @@ rule train_student:
     params:
         store=STORE,
         out=STUDENT,
-        args=lambda w: SWEEP.student_args(w.student, int(w.seed)),
+        args=lambda w: SWEEP.student_args(w.dataset, w.student, int(w.seed)),
     threads: 1
     resources:
         gpu=1,

@@ -45,7 +45,8 @@ class PGDSAT(SATSchedule, TrainingMethod):
         eps0, alpha, short_schedule, transform: the SAT branch (see ``sat``).
         official: reproduce the public code, whose SAT branch adds the PGD random start
             before the saliency step, so a perturbation can reach ``eps + eps0`` (2 eps).
-            Off by default: every perturbation then stays within ``max(eps, eps0)``.
+            Off by default: every perturbation then stays within ``eps`` (``eps0 <= eps``
+            is required).
 
     With ``p = 0.5`` an epoch costs about ``(1 + (steps + 1)) / (2 (steps + 1))`` of
     PGD-AT's (0.55 with 10 steps).
@@ -64,6 +65,9 @@ class PGDSAT(SATSchedule, TrainingMethod):
         self.check_sat()
         if not 0 <= self.p <= 1:
             raise ValueError(f"p must be in [0, 1], got {self.p}")
+        if self.eps0 > self.eps:
+            raise ValueError(f"eps0 ({self.eps0}) must not exceed eps ({self.eps}): every "
+                             "perturbation stays within eps")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 

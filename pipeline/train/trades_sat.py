@@ -28,8 +28,8 @@ class TRADESSAT(SATSchedule, TrainingMethod):
         eps, steps, step_size: the TRADES inner maximisation (8/255, 10, 2/255).
         eps0, alpha, short_schedule, transform: the SAT branch (see ``sat``).
 
-    Every perturbation stays within ``max(eps, eps0)``. Unlike its PGD-SAT, the public
-    TRADES-SAT (``AttackTRADES.attack3``) takes the saliency step from the clean x, so it
+    Every perturbation stays within ``eps`` (``eps0 <= eps`` is required). Unlike its
+    PGD-SAT, the public TRADES-SAT (``AttackTRADES.attack3``) takes the saliency step from the clean x, so it
     does not overshoot and there is no ``official`` switch here.
     """
 
@@ -45,6 +45,9 @@ class TRADESSAT(SATSchedule, TrainingMethod):
         self.check_sat()
         if not 0 <= self.p <= 1:
             raise ValueError(f"p must be in [0, 1], got {self.p}")
+        if self.eps0 > self.eps:
+            raise ValueError(f"eps0 ({self.eps0}) must not exceed eps ({self.eps}): every "
+                             "perturbation stays within eps")
 
     def trades(self) -> TRADES:
         return TRADES(beta=self.beta, eps=self.eps, steps=self.steps,

@@ -172,3 +172,9 @@ def test_loss_contract(name):
     assert model.training and torch.equal(b.x, x0)
     with pytest.raises(ValueError, match="saliency source"):
         method.batch_loss(model, Batch(x=b.x, y=b.y, index=b.index), ctx())
+
+
+@pytest.mark.parametrize("name", ["pgd_sat", "trades_sat"])
+def test_sat_step_never_exceeds_eps(name):
+    with pytest.raises(ValueError, match="eps0"):
+        TRAINING.get(name)(eps=4 / 255, eps0=8 / 255)

@@ -29,8 +29,8 @@ class TRADESSAT(SATSchedule, TrainingMethod):
         eps0, alpha, short_schedule, transform: the SAT branch (see ``sat``).
 
     Every perturbation stays within ``eps`` (``eps0 <= eps`` is required). Unlike its
-    PGD-SAT, the public TRADES-SAT (``AttackTRADES.attack3``) takes the saliency step from the clean x, so it
-    does not overshoot and there is no ``official`` switch here.
+    PGD-SAT, the public TRADES-SAT (``AttackTRADES.attack3``) takes the saliency step
+    from the clean x, so it does not overshoot and there is no ``official`` switch here.
     """
 
     needs_saliency = True

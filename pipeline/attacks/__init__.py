@@ -8,7 +8,7 @@ from pipeline.registry import Registry
 
 ATTACKS = Registry("attack")
 
-from pipeline.attacks import (  # noqa: E402,F401  (registers)
+from pipeline.attacks import (  # noqa: F401  (registers)
     aai,
     autoattack,
     eot_pgd,
@@ -21,7 +21,7 @@ from pipeline.attacks import (  # noqa: E402,F401  (registers)
     transfer,
     uniform_noise,
 )
-from pipeline.attacks.base import Attack, collect_flags, raise_flag  # noqa: E402
-from pipeline.attacks.threat import LinfBall  # noqa: E402
+from pipeline.attacks.base import Attack, collect_flags, raise_flag
+from pipeline.attacks.threat import LinfBall
 
 __all__ = ["ATTACKS", "Attack", "LinfBall", "collect_flags", "raise_flag"]

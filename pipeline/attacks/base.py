@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextvars
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F

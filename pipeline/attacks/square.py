@@ -19,12 +19,12 @@ def import_autoattack():
     """The AutoAttack package: ``pyautoattack`` (PyPI 0.2.0) or the GitHub ``autoattack``."""
     try:
         import pyautoattack as aa
-        import pyautoattack.checks  # noqa: F401
+        import pyautoattack.checks
         import pyautoattack.square  # noqa: F401
     except ImportError:  # the GitHub install names the package ``autoattack``
         import autoattack as aa
-        import autoattack.checks  # noqa: F401
-        import autoattack.square  # noqa: F401
+        import autoattack.checks
+        import autoattack.square
     return aa
 
 

@@ -7,7 +7,7 @@ recovers more accuracy. Used to compare saliency methods (e.g. ``gbp`` vs ``egbp
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ FILLS = ("zero", "mean")
 @torch.no_grad()
 def _perturb_top(x: torch.Tensor, score: torch.Tensor, fraction: float, fill: str) -> torch.Tensor:
     n, _, h, w = x.shape
-    k = int(round(fraction * h * w))
+    k = round(fraction * h * w)
     if k == 0:
         return x
     top = score.flatten(1).topk(k, dim=1).indices

@@ -8,7 +8,7 @@ import math
 import os
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ def evaluate_to_table(
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(runs)}")
     x, y, index, info = read_eval_split(store, split, n)
     key = {"model_sha256": str(meta.get("sha256", "")), "split": split, "preset": preset,
-           "n": int(len(y)), "eval_seed": int(seed),
+           "n": len(y), "eval_seed": int(seed),
            "source_model": str(source_model) if source_model else ""}
     table = read_results(out)
     if len(table):
@@ -139,7 +139,7 @@ def evaluate_to_table(
         "saliency_sources": json.dumps(sorted(meta.get("saliency_sources") or {})),
         "seed": (meta.get("train") or {}).get("seed", math.nan),
         "model": str(meta.get("run_name", "")), "salpipe_version": pipeline.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **key,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), **key,
     }
     new = pd.DataFrame([{**base, **r, "flags": json.dumps(r["flags"])} for r in rows])
     new["seed"] = pd.to_numeric(new["seed"], errors="coerce")

@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from pipeline.report.tables import latest_rows, method_label  # noqa: E402
+from pipeline.report.tables import latest_rows, method_label
 
 
 def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:

@@ -13,7 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.report.figures import robustness_curves, training_cost
-from pipeline.report.tables import accuracy_tables, flags_table, load_paper_tables, metric_table
+from pipeline.report.tables import (
+    accuracy_tables,
+    flags_table,
+    load_paper_tables,
+    metric_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +98,9 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path])
         shutil.copy(g, out / Path(g).name)
         gallery.append(Path(g).name)
     md = ["# salpipe evaluation report\n",
-          f"{len(df)} result rows from {df['model'].nunique()} model(s); accuracy in %, "
-          "mean ± std over training seeds; `· paper` columns give the published number "
-          "for the same cell (data/paper_tables).\n"]
+          (f"{len(df)} result rows from {df['model'].nunique()} model(s); accuracy in %, "
+           "mean ± std over training seeds; `· paper` columns give the published number "
+           "for the same cell (data/paper_tables).\n")]
     parts = [("Accuracy", [(k, v) for k, v in tables.items()]),
              ("Interpretation metrics", [("", metrics)]), ("Flags raised", [("", flags)])]
     if not cost.empty:
@@ -115,15 +120,15 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path])
     (out / "report.md").write_text("".join(md))
     (out / "report.html").write_text(_html(parts, figures, cost_png, gallery, len(df)))
     return {"tables": list(tables), "figures": [f.name for f in figures],
-            "flags": int(len(flags))}
+            "flags": len(flags)}
 
 
 def _html(parts, figures, cost_png, gallery, n_rows) -> str:
     css = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px;"
            "margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}"
            "td:nth-child(odd){background:#fafafa}img{max-width:100%}")
-    body = [f"<h1>salpipe evaluation report</h1><p>{n_rows} result rows; accuracy in %, "
-            "mean ± std over training seeds; <i>· paper</i> columns: published numbers.</p>"]
+    body = [(f"<h1>salpipe evaluation report</h1><p>{n_rows} result rows; accuracy in %, "
+             "mean ± std over training seeds; <i>· paper</i> columns: published numbers.</p>")]
     for title, items in parts:
         body.append(f"<h2>{html.escape(title)}</h2>")
         for sub, t in items:

@@ -30,8 +30,8 @@ def method_label(df: pd.DataFrame) -> pd.Series:
             varying = [k for k in keys
                        if len({json.dumps(p.get(k), sort_keys=True) for p in rows}) > 1]
             if varying:
-                extra[method == m] = rows.map(lambda p: " (" + ", ".join(
-                    f"{k}={p.get(k)}" for k in varying) + ")")
+                extra[method == m] = rows.map(lambda p, keys=tuple(varying): " (" + ", ".join(
+                    f"{k}={p.get(k)}" for k in keys) + ")")
     src = df["saliency_sources"].fillna("[]").map(lambda s: ",".join(json.loads(s) or []))
     label = method + extra + src.map(lambda s: f" [{s}]" if s else "")
     if "view" in df:  # SAD evaluation: non-adaptive / adaptive views of one model

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cheap_attacks import CHEAP, build_cheap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.attacks import ATTACKS
-from cheap_attacks import CHEAP, build_cheap, source_ckpt  # noqa: F401
 
 
 def test_every_attack_has_cheap_params():

@@ -8,7 +8,6 @@ import pytest
 import torch
 from scipy.stats import kendalltau
 
-from cheap_attacks import source_ckpt  # noqa: F401  (fixture)
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.cam_maps import cam_maps, kendall_tau
 
@@ -82,12 +81,12 @@ def test_pgd_and_square_unbounded_budget(small_model):
             assert (small_model(x_adv).argmax(1) != y).all(), type(attack).__name__
 
 
-def test_transfer_from_itself_equals_pgd(source_ckpt):  # noqa: F811
+def test_transfer_from_itself_equals_pgd(source_ckpt):
     from pipeline.train.checkpoint import load_model
 
     model, _ = load_model(source_ckpt)
     x, y = _labelled(model)
-    kw = dict(index=torch.arange(8), seed=2)
+    kw = {"index": torch.arange(8), "seed": 2}
     t = ATTACKS.get("transfer")(eps=4 / 255, source=str(source_ckpt),
                                 attack_params={"steps": 3})(model, x, y, **kw)
     p = ATTACKS.get("pgd")(eps=4 / 255, steps=3)(model, x, y, **kw)

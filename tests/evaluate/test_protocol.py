@@ -33,7 +33,7 @@ def test_batch_size_does_not_change_results(small_model):
     x, y, idx = _data(small_model)
     a = evaluate_robust(small_model, x, y, idx, RUNS, batch_size=5, seed=3)
     b = evaluate_robust(small_model, x, y, idx, RUNS, batch_size=12, seed=3)
-    key = lambda rows: [(r["attack"], r["eps"], r["metric"], round(r["value"], 6)) for r in rows]  # noqa: E731
+    key = lambda rows: [(r["attack"], r["eps"], r["metric"], round(r["value"], 6)) for r in rows]
     assert key(a) == key(b)
 
 

@@ -26,8 +26,7 @@ def _fixture_results(path):
             rows.append({**base, "attack": "aai", "eps": 8 / 255, "metric": "kendall_tau",
                          "value": 0.5})
             rows.append({**base, "attack": "autoattack", "eps": 8 / 255, "metric": "accuracy",
-                         "value": 0.1, "flags": json.dumps(["autoattack: it seems to be a "
-                                                            "dynamic defense!"])})
+                         "value": 0.1, "flags": json.dumps(["autoattack: it seems to be a dynamic defense!"])})
     # a second parameter setting of pgd_at gets its own row
     extra = [{**r, "params": json.dumps({"eps": "4/255"}), "model": "pgd_at_eps4"}
              for r in rows if r["method"] == "pgd_at" and r["seed"] == 0]

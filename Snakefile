@@ -24,6 +24,7 @@ TEACHER = W + "/runs/{dataset}/teachers/{teacher}"
 STUDENT = W + "/runs/{dataset}/students/{student}/seed{seed}"
 SAD = W + "/runs/{dataset}/sad/{sad}/seed{seed}"
 RESULT = W + "/results/{dataset}/{model}/seed{seed}/" + P.evaluate.preset + ".parquet"
+GALLERY = W + "/galleries/{dataset}/{source}.png"
 REPORT = W + "/report"
 LOGS = W + "/logs"
 

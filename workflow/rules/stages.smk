@@ -143,9 +143,27 @@ rule evaluate:
         " {params.args} --out {output}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
 
 
+rule saliency_gallery:
+    input:
+        SOURCE_DONE,
+    output:
+        GALLERY,
+    log:
+        LOGS + "/saliency_gallery/{dataset}/{source}.log",
+    params:
+        store=STORE,
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "cmd='salpipe show-saliency --store {params.store} --split train --source {wildcards.source}"
+        " --n 8 --out {output}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
+
+
 rule report:
     input:
         results=lambda w: [RESULT.format(dataset=d, model=m, seed=s) for d, m, s in SWEEP.cells()],
+        galleries=lambda w: [GALLERY.format(dataset=d, source=s) for d, s in SWEEP.source_cells()],
     output:
         html=REPORT + "/report.html",
         md=REPORT + "/report.md",
@@ -154,10 +172,11 @@ rule report:
     params:
         out=REPORT,
         results=lambda w, input: " ".join(f"--results {r}" for r in input.results),
+        galleries=lambda w, input: " ".join(f"--gallery {g}" for g in input.galleries),
         runs=lambda w: " ".join(f"--runs {model_dir_of(d, m, s)}" for d, m, s in SWEEP.cells()),
     threads: 1
     resources:
         mem_mb=4000,
     shell:
-        "cmd='salpipe report {params.results} {params.runs} --out {params.out}';"
+        "cmd='salpipe report {params.results} {params.runs} {params.galleries} --out {params.out}';"
         " echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"

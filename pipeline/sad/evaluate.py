@@ -205,7 +205,33 @@ def evaluate_views(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: to
         out += [{**r, "view": view} for r in rows]
     if len(views) > 1:
         out += _worst_over_views(model, x, y, index, record, out[0], kw)
+        extra = view_flags(out)
+        for r in out:
+            if r["attack"] == "clean" and r["view"] != "nonadaptive":
+                r["flags"] = list(r["flags"]) + extra
     return out
+
+
+def view_flags(rows: Sequence[dict]) -> list[str]:
+    """Flags where an adaptive view does worse than the non-adaptive one.
+
+    The adaptive attacks see the whole defence, so they should reach at most the
+    accuracy of the same attack run on the inner network alone (white-box must beat a
+    surrogate: Athalye et al.'s sanity tests). When they do not, their gradients are
+    masked by the defence and only the worst case over views (``all``) is trustworthy.
+    A gap below one example (1/n) is not flagged.
+    """
+    acc = {(r["view"], r["attack"], r["eps"]): r for r in rows
+           if r.get("metric") == "accuracy" and r["attack"] not in ("clean", "worst_case")}
+    flags = []
+    for (view, label, eps), r in sorted(acc.items(), key=lambda kv: str(kv[0])):
+        other = acc.get(("nonadaptive", label, eps))
+        if view.startswith("adaptive") and other is not None and (
+                r["accuracy"] > other["accuracy"] + 1.0 / max(r["n"], 1)):
+            flags.append(f"sanity: {label} at {eps * 255:.1f}/255 is weaker in view {view} "
+                         f"({r['accuracy']:.3f}) than nonadaptive ({other['accuracy']:.3f}): "
+                         "gradient masking by the defence; use the worst case (view all)")
+    return flags
 
 
 def _worst_over_views(model, x, y, index, record: RobustRecord, template: dict,

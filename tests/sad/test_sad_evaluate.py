@@ -123,3 +123,16 @@ def test_sanity_curve_flags():
     # one example (1/n) of noise is tolerated; other losses are separate curves
     assert sanity_curve_flags([_row(4, 20, 0.40), _row(8, 20, 0.41)]) == []
     assert sanity_curve_flags([_row(8, 20, 0.2), _row(8, 50, 0.5, loss="cw")]) == []
+
+
+def test_view_flags_catch_a_weaker_adaptive_attack():
+    from pipeline.sad.evaluate import view_flags
+
+    def row(view, acc):
+        return {"view": view, "attack": "strong_pgd", "eps": 8 / 255, "n": 100,
+                "metric": "accuracy", "accuracy": acc}
+
+    flags = view_flags([row("adaptive", 0.15), row("adaptive_bpda", 0.03),
+                        row("nonadaptive", 0.03)])
+    assert len(flags) == 1 and "view adaptive " in flags[0] and "masking" in flags[0]
+    assert view_flags([row("adaptive", 0.035), row("nonadaptive", 0.03)]) == []

@@ -38,7 +38,9 @@ class ChunkJob:
     """Everything one task needs; picklable, so it travels to distributed workers.
 
     ``method`` is a registry name for teacher sources, ``mask``/``bbox`` for
-    ``annotation.*`` sources (then ``teacher`` is None).
+    ``annotation.*`` sources (then ``teacher`` is None). ``torch_threads``: intra-op
+    threads of the worker thread (None: leave torch's setting); results do not depend
+    on it, only the speed does.
     """
 
     url: str
@@ -52,6 +54,7 @@ class ChunkJob:
     teacher_sha256: str | None = None
     batch_size: int = 128
     device: str = "cpu"
+    torch_threads: int | None = None
 
 
 def chunk_seed(seed: int, index: int, batch: int = 0) -> int:
@@ -100,6 +103,8 @@ def teacher_maps(job: ChunkJob, images: np.ndarray, labels: np.ndarray):
     from pipeline.config import build_method
     from pipeline.saliency import SALIENCY, resolve_target
 
+    if job.torch_threads:
+        torch.set_num_threads(job.torch_threads)
     method = build_method(SALIENCY, job.method, job.params, "saliency")
     model = _model(job)
     device = torch.device(job.device)

@@ -11,6 +11,7 @@ byte-identical to an uninterrupted one.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,8 +187,10 @@ def run_precompute(
                     "results", batch, cfg.batch_size)
     kind = {k: prov[k] for k in ("method", "params", "target", "teacher_sha256")}
     teacher = None if cfg.teacher is None else str(teacher_dir(cfg.teacher))
+    threads = _torch_threads(scheduler, cfg.workers, str(device))
     jobs = [ChunkJob(url=store, split=cfg.split, source=source, index=i, teacher=teacher,
-                     batch_size=batch, device=str(device), **kind) for i in todo]
+                     batch_size=batch, device=str(device), torch_threads=threads, **kind)
+            for i in todo]
     log.info("%s: %d of %d chunks to compute (%d images per chunk)",
              summary["source"], len(todo), total, b)
     digests = dict(grp.attrs.get("chunk_digests", {}))
@@ -198,11 +201,27 @@ def run_precompute(
         ordered = {k: digests[k] for k in sorted(digests, key=int)}
         grp.update_attributes({"chunks_done": sorted(done), "chunk_digests": ordered})
 
-    run_chunks(jobs, record, scheduler=scheduler, workers=cfg.workers)
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        run_chunks(jobs, record, scheduler=scheduler, workers=cfg.workers)
+    finally:
+        torch.set_num_threads(before)  # the workers' setting is global in torch
     grp.update_attributes({"complete": True})
     seconds = time.perf_counter() - t0
     log.info("%s: wrote %d chunks in %.1f s", summary["source"], len(todo), seconds)
     return {**summary, "status": "computed", "seconds": seconds}
+
+
+def _torch_threads(scheduler: str | None, workers: int | None, device: str) -> int | None:
+    """Intra-op threads per Dask worker thread on CPU: the cores shared out, so that
+    workers x torch threads does not oversubscribe them (OpenMP teams fighting over
+    cores ran ten times slower here). Distributed workers keep their own setting."""
+    if device != "cpu" or scheduler not in (None, "threads"):
+        return None
+    cores = os.cpu_count() or 1
+    return max(1, cores // (workers or cores))
 
 
 def run_chunks(jobs: list[ChunkJob], record: Callable[[int, str], None], *,

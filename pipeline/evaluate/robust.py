@@ -14,6 +14,7 @@ library (``per_batch_rng``); they are run on fixed blocks of dataset indices ins
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -156,6 +157,7 @@ def evaluate_robust(
     rows = [_row("clean", "clean", "{}", 0.0, None, n, "accuracy",
                  correct.float().mean().item(), time.perf_counter() - t0, flags)]
     worst: dict[float, torch.Tensor] = {}
+    worst_of: dict[float, list[str]] = {}
     for run in tqdm(runs, desc="attacks", leave=False):
         t0 = time.perf_counter()
         attack = run.build((extra_params or {}).get(run.name))
@@ -180,9 +182,11 @@ def evaluate_robust(
                              f"{name}_excluded", excluded, secs, aflags))
         if run.eps is not None and not hasattr(attack, "example_metrics"):
             worst[run.eps] = worst.get(run.eps, correct) & robust
+            worst_of.setdefault(run.eps, []).append(run.label)
     for eps, rob in sorted(worst.items()):
-        rows.append(_row("worst_case", "worst_case", "{}", eps, None, n, "accuracy",
-                         rob.float().mean().item(), 0.0, []))
+        # attack_params names the attacks combined: the set differs between budgets
+        rows.append(_row("worst_case", "worst_case", json.dumps({"of": worst_of[eps]}), eps,
+                         None, n, "accuracy", rob.float().mean().item(), 0.0, []))
     model.train(was_training)
     return rows
 

@@ -17,14 +17,15 @@ from pipeline.report.tables import latest_rows, method_label
 def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     """One PNG per (dataset, arch): accuracy vs eps per method, a panel per attack.
 
-    Clean accuracy is drawn at eps = 0 of every panel. Returns the files written.
+    Clean accuracy is drawn at eps = 0 of every panel. The worst case is left out: it
+    combines different attacks at different budgets (see its table). Returns the files.
     """
     acc = latest_rows(results[results["metric"] == "accuracy"])
     acc["row"] = method_label(acc)
     written = []
     for (ds, arch), g in acc.groupby(["dataset", "arch"], dropna=False):
         attacks = [a for a, ga in g.groupby("attack", sort=False)
-                   if a != "clean" and ga["eps"].nunique() > 1]
+                   if a not in ("clean", "worst_case") and ga["eps"].nunique() > 1]
         if not attacks:
             continue
         ncols = min(4, len(attacks))

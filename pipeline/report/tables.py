@@ -132,6 +132,12 @@ def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) ->
                         cells[f"{col} · paper"] = ref
                 table[row] = cells
             frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
+            if attack == "worst_case":  # say which attacks each budget's minimum is over
+                of = g[g["attack"] == "worst_case"].drop_duplicates("eps")
+                frame.loc["(over attacks)"] = ""
+                for eps, params in zip(of["eps"], of["attack_params"]):
+                    frame.loc["(over attacks)", format_budget(eps)] = ", ".join(
+                        json.loads(params or "{}").get("of", []))
             out[f"{ds} / {arch} / {split}: {attack}"] = frame[_column_order(frame.columns)]
     return out
 

@@ -52,6 +52,9 @@ def test_rows_clean_attacks_worst_case_and_metrics(small_model):
     assert acc[("clean", 0)] == pytest.approx(10 / 12)
     assert acc[("worst_case", 8)] <= min(acc[("pgd2", 8)], acc[("noise", 8)])
     assert acc[("worst_case", 4)] == acc[("trades", 4)]
+    of = {round(r["eps"] * 255): json.loads(r["attack_params"])["of"]
+          for r in rows if r["attack"] == "worst_case"}
+    assert of == {4: ["trades"], 8: ["pgd2", "noise"]}  # aai (metric attack) is not in it
     assert all(v <= acc[("clean", 0)] for v in acc.values())
     metrics = {r["metric"] for r in rows if r["attack"] == "aai"}
     assert {"kendall_tau", "kendall_tau_excluded"} <= metrics

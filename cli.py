@@ -391,16 +391,23 @@ def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_m
               help="Training run directories (their metrics.jsonl give the cost per epoch).")
 @click.option("--gallery", multiple=True, type=click.Path(path_type=Path),
               help="Saliency gallery PNG(s) to include.")
+@click.option("--gallery-store", default=None,
+              help="Store whose cached saliency sources get a gallery each.")
+@click.option("--gallery-source", multiple=True,
+              help="Saliency source to draw from --gallery-store (repeatable).")
+@click.option("--gallery-split", default="test", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Report folder.")
-def report(results, runs, gallery, out):
+def report(results, runs, gallery, gallery_store, gallery_source, gallery_split, out):
     """Write report.md, report.html and PNG figures from results tables.
 
-    Reads the results tables, data/paper_tables/*.csv and optional run directories and
-    gallery PNGs; writes the folder --out (replaced atomically).
+    Reads the results tables, data/paper_tables/*.csv, optional run directories, gallery
+    PNGs and cached saliency sources; writes the folder --out (replaced atomically).
     """
     from pipeline.report import run_report
 
-    summary = run_report(list(results), out, runs=list(runs), galleries=list(gallery))
+    summary = run_report(list(results), out, runs=list(runs), galleries=list(gallery),
+                         gallery_store=gallery_store, gallery_sources=list(gallery_source),
+                         gallery_split=gallery_split)
     click.echo(f"report written to {summary['out']} ({len(summary['tables'])} tables, "
                f"{summary['flags']} flags)")
 # --- evaluate-report commands (end) ---

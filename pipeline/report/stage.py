@@ -51,8 +51,23 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw_galleries(store: str | Path, sources: list[str], out: Path, *, split: str = "test",
+                   n: int = 8) -> list[Path]:
+    """One PNG per saliency source of ``store`` (``salpipe show-saliency``'s drawing)."""
+    from pipeline.cache.gallery import run_show_saliency
+
+    paths = []
+    for source in sources:
+        path = out / f"gallery_{source.replace('.', '_')}.png"
+        run_show_saliency(str(store), source, path, split=split, n=n)
+        paths.append(path)
+    return paths
+
+
 def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
-               galleries: list[Path] | None = None) -> dict:
+               galleries: list[Path] | None = None, gallery_store: str | Path | None = None,
+               gallery_sources: list[str] | None = None, gallery_split: str = "test",
+               gallery_n: int = 8) -> dict:
     """Build the report from one or more results tables.
 
     Args:
@@ -60,6 +75,8 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
         out_dir: output folder (replaced atomically): ``report.md``, ``report.html``, PNGs.
         runs: training run directories whose ``metrics.jsonl`` give the per-epoch cost.
         galleries: saliency gallery PNGs (made elsewhere) to include as they are.
+        gallery_store, gallery_sources: draw a gallery of the first ``gallery_n`` images
+            of ``gallery_split`` for each cached saliency source named.
 
     Returns:
         ``{"out", "tables", "figures", "flags"}``.
@@ -76,7 +93,9 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        summary = _write(df, tmp, runs or [], galleries or [])
+        drawn = (draw_galleries(gallery_store, list(gallery_sources or []), tmp,
+                                split=gallery_split, n=gallery_n) if gallery_store else [])
+        summary = _write(df, tmp, runs or [], list(galleries or []), drawn)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -87,14 +106,17 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
     return {**summary, "out": str(out_dir)}
 
 
-def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path]) -> dict:
+def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
+           drawn: list[Path]) -> dict:
     tables = accuracy_tables(df, load_paper_tables())
     metrics, flags = metric_table(df), flags_table(df)
     figures = robustness_curves(df, out)
     cost = read_training_cost(runs)
     cost_png = training_cost(cost, out)
-    gallery = []
+    gallery = [p.name for p in drawn]
     for g in galleries:
+        if not Path(g).is_file():
+            raise FileNotFoundError(f"gallery image {g} not found")
         shutil.copy(g, out / Path(g).name)
         gallery.append(Path(g).name)
     md = ["# salpipe evaluation report\n",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -59,3 +61,21 @@ def test_report_contains_every_method_and_attack(tmp_path):
 def test_missing_results_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.parquet"):
         run_report([tmp_path / "nope.parquet"], tmp_path / "out")
+
+
+def test_report_draws_a_gallery_per_cached_source(tmp_path):
+    """--gallery-store/--gallery-source: one PNG per source, shown in the report."""
+    from pipeline.cache.precompute import PrecomputeConfig, run_precompute
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
+    from toy_files import make_checkpoint, make_store
+
+    store = make_store(tmp_path / "toy.zarr", n=8)
+    ckpt = make_checkpoint(tmp_path / "toy_teacher")
+    run_precompute(store, PrecomputeConfig(split="test", teacher=ckpt, method="grad",
+                                           batch_size=8))
+    res = _fixture_results(tmp_path / "r.parquet")
+    run_report([res], tmp_path / "rep", gallery_store=store,
+               gallery_sources=["toy_teacher.grad"], gallery_n=4)
+    png = tmp_path / "rep" / "gallery_toy_teacher_grad.png"
+    assert png.is_file() and png.name in (tmp_path / "rep" / "report.md").read_text()

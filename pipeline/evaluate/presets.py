@@ -71,7 +71,10 @@ def load_presets(path: str | Path | None = None) -> dict[str, list[AttackRun]]:
             runs += _entry_runs(entry, f"{path}: presets.{name}.attacks[{i}]")
         seen: dict[tuple, AttackRun] = {}
         for r in runs:  # an included run listed twice is run once
-            seen.setdefault((r.label, r.eps), r)
+            other = seen.setdefault((r.label, r.eps), r)
+            if other != r:
+                raise ConfigError(f"{path}: preset {name!r} has two {r.label!r} entries at "
+                                  f"eps {r.eps} with different attacks or params; relabel one")
         out[name] = list(seen.values())
         return out[name]
 

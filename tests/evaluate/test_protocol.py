@@ -114,6 +114,11 @@ def test_presets_file_loads_and_is_validated(tmp_path):
         {"attack": "pgd", "eps": "4/255", "params": {"stepz": 3}}]}}}))
     with pytest.raises(ValueError, match="stepz"):
         load_presets(bad)
+    bad.write_text(yaml.safe_dump({"presets": {"x": {"attacks": [
+        {"attack": "pgd", "eps": "4/255", "params": {"steps": 3}},
+        {"attack": "pgd", "eps": "4/255", "params": {"steps": 5}}]}}}))
+    with pytest.raises(ValueError, match="relabel"):
+        load_presets(bad)
 
 
 def test_run_evaluate_appends_and_is_a_noop_on_rerun(toy_store, toy_ckpt, tmp_path):

@@ -244,7 +244,7 @@ def precompute_saliency(ctx, store, split, teacher, method, params, target, sour
     try:
         res = run_precompute(store, cfg, device=str(resolve_device(ctx.obj["device"])),
                              scheduler=scheduler, overwrite=overwrite)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, OSError) as e:  # OSError: store or --scheduler unreachable
         _cache_fail(e)
     if res["status"] == "nothing to do":
         click.echo(f"{res['source']}: complete with the same provenance, nothing to do")

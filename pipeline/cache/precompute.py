@@ -112,8 +112,8 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
             "schema_version": layout.SCHEMA_VERSION}
 
 
-def _prepare_source(group, cfg, source, prov, store, overwrite) -> tuple:
-    """(source group, attrs to use) after creating, checking or clearing the source."""
+def _prepare_source(group, cfg, source, prov, store, overwrite):
+    """The source group, after creating it, checking its provenance or clearing it."""
     path = layout.saliency_group(cfg.split, source)
     if path in group and overwrite:
         log.info("--overwrite: deleting %s", path)

@@ -99,7 +99,9 @@ class TrainConfig:
             evaluation is a later stage, this is a progress signal).
         drop_last: drop the last partial training batch.
         stream: how the training split is streamed (a ``pipeline.cache.stream.STREAMS``
-            name: ``memory`` loads it whole into RAM / device memory).
+            name): ``memory`` loads it whole into RAM / device memory, ``chunks`` reads
+            whole chunks in random order through a shuffle buffer, ``auto`` (default)
+            takes ``memory`` when the arrays fit.
     """
 
     epochs: int = 10
@@ -114,7 +116,7 @@ class TrainConfig:
     test_split: str = "test"
     test_limit: int = 0  # images
     drop_last: bool = False
-    stream: str = "memory"
+    stream: str = "auto"
     opt: OptConfig = field(default_factory=OptConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     aug: AugConfig = field(default_factory=AugConfig)
@@ -123,6 +125,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.bn_mode not in ("eval", "train"):
             raise ValueError(f"bn_mode must be eval or train, not {self.bn_mode!r}")
+        import pipeline.cache.stream_chunks  # noqa: F401  (registers chunks and auto)
         from pipeline.cache.stream import STREAMS
 
         if self.stream not in STREAMS:

@@ -1,5 +1,5 @@
 """Tiny stores in the contracts.md layout and tiny teachers for the cache tests
-(imported by the tests as ``salcache_helpers``; fixtures live in conftest.py)."""
+(imported relatively by the tests; fixtures live in conftest.py)."""
 
 from __future__ import annotations
 

@@ -117,3 +117,18 @@ def test_train_mode_never_reaches_the_network(bn_model):
     sad(torch.rand(4, 3, 16, 16))
     assert sad.training and not bn_model.training
     assert all(torch.equal(v, bn_model.state_dict()[k]) for k, v in before.items())
+
+
+def test_exact_equals_bpda_on_a_relu_network(bn_model):
+    # A piecewise-linear network's input gradient is locally constant (zero Hessian a.e.),
+    # so the saliency term has zero derivative and double backprop gives BPDA's gradient:
+    # on our ReLU models the two adaptive views coincide (the saliency step is masked).
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    net = bn_model.double()
+
+    def grad(mode):
+        xi = x.clone().requires_grad_(True)
+        out = SADModel(net, SADSpec(ratio=0.8, grad_mode=mode))(xi)
+        return torch.autograd.grad(out.logsumexp(1).sum(), xi)[0]
+
+    torch.testing.assert_close(grad("exact"), grad("bpda"))

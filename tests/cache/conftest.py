@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from .salcache_helpers import make_store, make_teacher
+from salcache_helpers import make_store, make_teacher
 
 
 @pytest.fixture

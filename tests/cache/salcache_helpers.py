@@ -1,5 +1,5 @@
 """Tiny stores in the contracts.md layout and tiny teachers for the cache tests
-(imported relatively by the tests; fixtures live in conftest.py)."""
+(imported by name: tests/cache is on sys.path; fixtures live in conftest.py)."""
 
 from __future__ import annotations
 

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from salcache_helpers import make_store
 
 from cli import main
-
-from .salcache_helpers import make_store
 
 
 def _run(*args):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from salcache_helpers import CHUNK, C, H, N, W, make_store, make_teacher, store_bytes
 
 from pipeline.cache.chunk_saliency import NonFiniteSaliencyError, derive_arrays
 from pipeline.cache.precompute import PrecomputeConfig, run_precompute
@@ -19,8 +20,6 @@ from pipeline.cache.saliency_store import (
     read_saliency,
     source_provenance,
 )
-
-from .salcache_helpers import CHUNK, C, H, N, W, make_store, make_teacher, store_bytes
 
 
 def _grad_cfg(teacher, **kw) -> PrecomputeConfig:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from salcache_helpers import make_store, store_bytes
 
 from pipeline.cache.precompute import PrecomputeConfig, run_precompute
 from pipeline.cache.saliency_store import (
@@ -19,8 +20,6 @@ from pipeline.cache.saliency_store import (
     read_saliency,
     source_provenance,
 )
-
-from .salcache_helpers import make_store, store_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 # Runs the real CLI in a child process; each chunk task sleeps after computing, so the

@@ -9,13 +9,12 @@ import h5py
 import numpy as np
 import pytest
 import zarr
+from salcache_helpers import make_teacher
 
 from pipeline.cache.export import read_attrs, run_export
 from pipeline.cache.info import cache_info, format_info
 from pipeline.cache.precompute import PrecomputeConfig, run_precompute
 from pipeline.cache.verify import run_verify
-
-from .salcache_helpers import make_teacher
 
 
 @pytest.fixture

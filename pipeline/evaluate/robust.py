@@ -149,6 +149,13 @@ def evaluate_robust(
     """
     was_training = model.training
     model.eval()
+    try:
+        return _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params)
+    finally:
+        model.train(was_training)
+
+
+def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params) -> list[dict]:
     n = x.shape[0]
     t0 = time.perf_counter()
     k = min(n, batch_size)
@@ -187,7 +194,6 @@ def evaluate_robust(
         # attack_params names the attacks combined: the set differs between budgets
         rows.append(_row("worst_case", "worst_case", json.dumps({"of": worst_of[eps]}), eps,
                          None, n, "accuracy", rob.float().mean().item(), 0.0, []))
-    model.train(was_training)
     return rows
 
 

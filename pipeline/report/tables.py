@@ -86,10 +86,13 @@ def latest_rows(results: pd.DataFrame) -> pd.DataFrame:
     key = [c for c in ("model_sha256", "model", "split", "attack", "attack_params", "eps",
                        "metric", "view") if c in df]
     df["_eps"] = df["eps"].round(9)
-    key = ["_eps" if k == "eps" else k for k in key]
+    # a worst case belongs to its preset's evaluation: never merged across presets
+    df["_wc"] = df.get("preset", "").where(df["attack"] == "worst_case", "") \
+        if "preset" in df else ""
+    key = ["_eps" if k == "eps" else k for k in key] + ["_wc"]
     sort = [c for c in ("n", "created") if c in df]
     df = df.sort_values(sort, kind="stable") if sort else df
-    return df.drop_duplicates(key, keep="last").drop(columns="_eps").sort_index()
+    return df.drop_duplicates(key, keep="last").drop(columns=["_eps", "_wc"]).sort_index()
 
 
 def _cell(gc: pd.DataFrame) -> str:
@@ -104,14 +107,21 @@ def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) ->
     clean and the attack's budgets, cells ``mean ± std (n seeds)`` of accuracy in %, each
     followed by a ``· paper`` column where a published number exists (data/paper_tables)."""
     paper = load_paper_tables() if paper is None else paper
-    acc = latest_rows(results[results["metric"] == "accuracy"])
-    acc["row"] = method_label(acc)
+    every = results[results["metric"] == "accuracy"].copy()
+    every["row"] = method_label(every)
+    acc = latest_rows(every)
     out = {}
     for (ds, arch, split), g in acc.groupby(["dataset", "arch", "split"], dropna=False, sort=False):
-        attacks = [a for a in dict.fromkeys(g["attack"]) if a not in ("clean", "worst_case")]
-        attacks += ["worst_case"] if "worst_case" in set(g["attack"]) else []
-        for attack in attacks:
-            ga = g[g["attack"].isin(["clean", attack])]
+        attacks = [(a, None) for a in dict.fromkeys(g["attack"])
+                   if a not in ("clean", "worst_case")]
+        # a worst case is over one evaluation's attacks: one table per preset
+        worst = g[g["attack"] == "worst_case"]
+        attacks += [("worst_case", p) for p in dict.fromkeys(worst.get("preset", [None]))]
+        for attack, preset in attacks:
+            ga = g[g["attack"] == attack]
+            if preset is not None:
+                ga = ga[ga["preset"] == preset]
+            ga = pd.concat([_matching_clean(every, ga), ga])
             table = {}
             for row, gr in ga.groupby("row", sort=True):
                 if not (gr["attack"] == attack).any():
@@ -132,14 +142,30 @@ def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) ->
                         cells[f"{col} · paper"] = ref
                 table[row] = cells
             frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
-            if attack == "worst_case":  # say which attacks each budget's minimum is over
-                of = g[g["attack"] == "worst_case"].drop_duplicates("eps")
+            # say which attacks each budget's minimum is over
+            if attack == "worst_case" and "attack_params" in ga:
+                of = ga[ga["attack"] == "worst_case"].drop_duplicates("eps")
                 frame.loc["(over attacks)"] = ""
                 for eps, params in zip(of["eps"], of["attack_params"]):
                     frame.loc["(over attacks)", format_budget(eps)] = ", ".join(
                         json.loads(params or "{}").get("of", []))
-            out[f"{ds} / {arch} / {split}: {attack}"] = frame[_column_order(frame.columns)]
+            ns = "/".join(str(v) for v in sorted(ga["n"].unique()))
+            name = attack if preset is None else f"{attack}, preset {preset}"
+            out[f"{ds} / {arch} / {split}: {name} (n = {ns})"] = frame[
+                _column_order(frame.columns)]
     return out
+
+
+def _matching_clean(every: pd.DataFrame, attack_rows: pd.DataFrame) -> pd.DataFrame:
+    """The clean rows of the same evaluations (model and n) as ``attack_rows``, so a
+    table never puts the clean accuracy of 500 images beside attacks on 20."""
+    key = [c for c in ("model_sha256", "model", "n") if c in every]
+    clean = every[every["attack"] == "clean"]
+    want = attack_rows[key].drop_duplicates()
+    clean = clean.merge(want, on=key, how="inner") if len(want) else clean.iloc[:0]
+    sort = [c for c in ("created",) if c in clean]
+    clean = clean.sort_values(sort, kind="stable") if sort else clean
+    return clean.drop_duplicates(key, keep="last")
 
 
 def _column_order(cols) -> list[str]:

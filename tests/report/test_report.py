@@ -79,3 +79,21 @@ def test_report_draws_a_gallery_per_cached_source(tmp_path):
                gallery_sources=["toy_teacher.grad"], gallery_n=4)
     png = tmp_path / "rep" / "gallery_toy_teacher_grad.png"
     assert png.is_file() and png.name in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_tables_take_clean_accuracy_from_the_same_evaluation():
+    from pipeline.report.tables import accuracy_tables
+
+    base = {"dataset": "cifar10", "split": "test", "arch": "resnet10", "method": "standard",
+            "params": "{}", "saliency_sources": "[]", "seed": 0, "model": "m",
+            "model_sha256": "s", "metric": "accuracy", "flags": "[]", "attack_params": "{}"}
+    rows = [{**base, "preset": "quick", "n": 500, "attack": "clean", "eps": 0.0, "value": 0.6},
+            {**base, "preset": "quick", "n": 500, "attack": "pgd5", "eps": 1 / 255, "value": 0.4},
+            {**base, "preset": "sip", "n": 20, "attack": "clean", "eps": 0.0, "value": 0.5},
+            {**base, "preset": "sip", "n": 20, "attack": "autoattack", "eps": 1 / 255,
+             "value": 0.3}]
+    tables = accuracy_tables(pd.DataFrame(rows), paper=pd.DataFrame(
+        columns=["paper", "table", "dataset", "method", "variant", "attack", "eps", "value"]))
+    assert tables["cifar10 / resnet10 / test: pgd5 (n = 500)"].loc["standard", "clean"] == "60.00"
+    aa = tables["cifar10 / resnet10 / test: autoattack (n = 20)"]
+    assert aa.loc["standard", "clean"] == "50.00" and aa.loc["standard", "1/255"] == "30.00"

@@ -397,7 +397,9 @@ def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_m
               help="Saliency source to draw from --gallery-store (repeatable).")
 @click.option("--gallery-split", default="test", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Report folder.")
-def report(results, runs, gallery, gallery_store, gallery_source, gallery_split, out):
+@click.argument("more_results", nargs=-1, type=click.Path(path_type=Path))
+def report(results, runs, gallery, gallery_store, gallery_source, gallery_split, out,
+           more_results):
     """Write report.md, report.html and PNG figures from results tables.
 
     Reads the results tables, data/paper_tables/*.csv, optional run directories, gallery
@@ -405,7 +407,9 @@ def report(results, runs, gallery, gallery_store, gallery_source, gallery_split,
     """
     from pipeline.report import run_report
 
-    summary = run_report(list(results), out, runs=list(runs), galleries=list(gallery),
+    # `--results R1 R2 ...`: click options take one value, the rest arrive as arguments
+    summary = run_report([*results, *more_results], out, runs=list(runs),
+                         galleries=list(gallery),
                          gallery_store=gallery_store, gallery_sources=list(gallery_source),
                          gallery_split=gallery_split)
     click.echo(f"report written to {summary['out']} ({len(summary['tables'])} tables, "

@@ -17,7 +17,7 @@ from pipeline.report.tables import (
     accuracy_tables,
     flags_table,
     load_paper_tables,
-    metric_table,
+    metric_tables,
 )
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
 def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
            drawn: list[Path]) -> dict:
     tables = accuracy_tables(df, load_paper_tables())
-    metrics, flags = metric_table(df), flags_table(df)
+    metrics, flags = metric_tables(df), flags_table(df)
     figures = robustness_curves(df, out)
     cost = read_training_cost(runs)
     cost_png = training_cost(cost, out)
@@ -124,7 +124,8 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
            "mean ± std over training seeds; `· paper` columns give the published number "
            "for the same cell (data/paper_tables).\n")]
     parts = [("Accuracy", [(k, v) for k, v in tables.items()]),
-             ("Interpretation metrics", [("", metrics)]), ("Flags raised", [("", flags)])]
+             ("Interpretation metrics", list(metrics.items()) or [("", pd.DataFrame())]),
+             ("Flags raised", [("", flags)])]
     if not cost.empty:
         per = cost.groupby("method")["epoch_seconds"].agg(["mean", "std", "count"]).round(2)
         parts.append(("Training cost (seconds per epoch)", [("", per)]))

@@ -103,57 +103,73 @@ def _cell(gc: pd.DataFrame) -> str:
 
 
 def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Paper-style tables, one per (dataset, arch, split, attack): rows = methods, columns =
-    clean and the attack's budgets, cells ``mean ± std (n seeds)`` of accuracy in %, each
-    followed by a ``· paper`` column where a published number exists (data/paper_tables)."""
+    """Paper-style tables: rows = methods, cells ``mean ± std (n seeds)`` of accuracy in %,
+    each followed by a ``· paper`` column where a published number exists
+    (data/paper_tables). An attack run at several budgets gets a table of its own
+    (clean + budgets as columns, as paper 000 Table 1); the attacks run at a single
+    budget share one table per preset (as paper 001 Table 1: WeakPGD, StrongPGD, ...);
+    the worst case gets one per preset."""
     paper = load_paper_tables() if paper is None else paper
     every = results[results["metric"] == "accuracy"].copy()
     every["row"] = method_label(every)
     acc = latest_rows(every)
     out = {}
     for (ds, arch, split), g in acc.groupby(["dataset", "arch", "split"], dropna=False, sort=False):
-        attacks = [(a, None) for a in dict.fromkeys(g["attack"])
-                   if a not in ("clean", "worst_case")]
-        # a worst case is over one evaluation's attacks: one table per preset
-        worst = g[g["attack"] == "worst_case"]
-        attacks += [("worst_case", p) for p in dict.fromkeys(worst.get("preset", [None]))]
-        for attack, preset in attacks:
-            ga = g[g["attack"] == attack]
-            if preset is not None:
-                ga = ga[ga["preset"] == preset]
+        for name, ga in _table_groups(g):
             ga = pd.concat([_matching_clean(every, ga), ga])
-            table = {}
-            for row, gr in ga.groupby("row", sort=True):
-                if not (gr["attack"] == attack).any():
-                    continue
-                cells, used = {}, set()
-                # attack cells first: the clean column then quotes the same paper tables
-                groups = sorted(gr.groupby(["attack", "eps"], sort=False),
-                                key=lambda kv: kv[0][0] == "clean")
-                for (a, eps), gc in groups:
-                    col = "clean" if a == "clean" else format_budget(eps)
-                    cells[col] = _cell(gc)
-                    first = gc.iloc[0]
-                    srcs = ",".join(json.loads(first["saliency_sources"] or "[]"))
-                    ref, names = _paper_cell(paper, ds, first["method"], srcs, a, eps,
-                                             used if a == "clean" else None)
-                    used |= names
-                    if ref:
-                        cells[f"{col} · paper"] = ref
-                table[row] = cells
-            frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
-            # say which attacks each budget's minimum is over
-            if attack == "worst_case" and "attack_params" in ga:
+            frame = _build(ga, paper, ds, by_attack=not name.startswith("single"))
+            if name.startswith("worst_case") and "attack_params" in ga:
+                # say which attacks each budget's minimum is over
                 of = ga[ga["attack"] == "worst_case"].drop_duplicates("eps")
                 frame.loc["(over attacks)"] = ""
                 for eps, params in zip(of["eps"], of["attack_params"]):
                     frame.loc["(over attacks)", format_budget(eps)] = ", ".join(
                         json.loads(params or "{}").get("of", []))
             ns = "/".join(str(v) for v in sorted(ga["n"].unique()))
-            name = attack if preset is None else f"{attack}, preset {preset}"
             out[f"{ds} / {arch} / {split}: {name} (n = {ns})"] = frame[
                 _column_order(frame.columns)]
     return out
+
+
+def _table_groups(g: pd.DataFrame):
+    """``(table name, attack rows)`` for one (dataset, arch, split)."""
+    preset = g["preset"] if "preset" in g else pd.Series("", index=g.index)
+    attacks = [a for a in dict.fromkeys(g["attack"]) if a not in ("clean", "worst_case")]
+    single = [a for a in attacks if g.loc[g["attack"] == a, "eps"].nunique() == 1]
+    for a in attacks:
+        if a not in single:
+            yield a, g[g["attack"] == a]
+    for p in dict.fromkeys(preset[g["attack"].isin(single)]):
+        sel = g["attack"].isin(single) & (preset == p)
+        yield "single-budget attacks" + (f", preset {p}" if p else ""), g[sel]
+    for p in dict.fromkeys(preset[g["attack"] == "worst_case"]):
+        yield "worst_case" + (f", preset {p}" if p else ""), g[
+            (g["attack"] == "worst_case") & (preset == p)]
+
+
+def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool) -> pd.DataFrame:
+    """Cells of one table; columns are budgets (``by_attack``) or ``attack budget``."""
+    table = {}
+    for row, gr in ga.groupby("row", sort=True):
+        if (gr["attack"] == "clean").all():
+            continue
+        cells, used = {}, set()
+        # attack cells first: the clean column then quotes the same paper tables
+        groups = sorted(gr.groupby(["attack", "eps"], sort=False),
+                        key=lambda kv: kv[0][0] == "clean")
+        for (a, eps), gc in groups:
+            col = ("clean" if a == "clean" else format_budget(eps) if by_attack
+                   else f"{a} {format_budget(eps)}")
+            cells[col] = _cell(gc)
+            first = gc.iloc[0]
+            srcs = ",".join(json.loads(first["saliency_sources"] or "[]"))
+            ref, names = _paper_cell(paper, ds, first["method"], srcs, a, eps,
+                                     used if a == "clean" else None)
+            used |= names
+            if ref:
+                cells[f"{col} · paper"] = ref
+        table[row] = cells
+    return pd.DataFrame.from_dict(table, orient="index").fillna("")
 
 
 def _matching_clean(every: pd.DataFrame, attack_rows: pd.DataFrame) -> pd.DataFrame:
@@ -169,21 +185,35 @@ def _matching_clean(every: pd.DataFrame, attack_rows: pd.DataFrame) -> pd.DataFr
 
 
 def _column_order(cols) -> list[str]:
+    """clean first; budgets ascending, or ``attack budget`` columns in preset order; each
+    ``· paper`` column right after its own."""
+    first_seen = {c.split(" · ")[0]: i for i, c in reversed(list(enumerate(cols)))}
+
     def key(c: str):
         base = c.split(" · ")[0]
-        eps = 0.0 if base == "clean" else float(Fraction(base)) if "/" in base else float(base)
-        return (eps, " · " in c)
+        if base == "clean":
+            return (0, 0.0, " · " in c)
+        if " " in base:  # "attack budget": keep the order the preset ran them in
+            return (1, float(first_seen[base]), " · " in c)
+        return (1, float(Fraction(base)) if "/" in base else float(base), " · " in c)
     return sorted(cols, key=key)
 
 
-def metric_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Non-accuracy metrics (Kendall's tau, ISA success, excluded fractions), mean over seeds."""
+def metric_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Non-accuracy metrics (Kendall's tau, ISA success, excluded fractions), one table
+    per attack: rows = methods, columns = ``<eps> <metric>``, mean over seeds."""
     m = latest_rows(results[results["metric"] != "accuracy"])
     if m.empty:
-        return pd.DataFrame()
+        return {}
     m["row"] = method_label(m)
-    m["col"] = [f"{column_label(a, e)} {k}" for a, e, k in zip(m["attack"], m["eps"], m["metric"])]
-    return m.pivot_table(index="row", columns="col", values="value", aggfunc="mean").round(3)
+    m["col"] = [f"{format_budget(e)} {k}" for e, k in zip(m["eps"], m["metric"])]
+    out = {}
+    for attack, g in m.groupby("attack", sort=False):
+        t = g.pivot_table(index="row", columns="col", values="value", aggfunc="mean")
+        cols = sorted(t.columns, key=lambda c: (float(Fraction(c.split()[0])), c))
+        ns = "/".join(str(v) for v in sorted(g["n"].unique())) if "n" in g else "?"
+        out[f"{attack} (n = {ns})"] = t[cols].round(3)
+    return out
 
 
 def flags_table(results: pd.DataFrame) -> pd.DataFrame:

@@ -167,7 +167,8 @@ def test_cli_evaluate_and_report(toy_store, toy_ckpt, tmp_path):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "nothing to do" in CliRunner().invoke(main, args).output
-    res = CliRunner().invoke(main, ["report", "--results", str(out), "--out", str(tmp_path / "rep")])
+    res = CliRunner().invoke(main, ["report", "--results", str(out), str(out),
+                                    "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "test: pgd5" in md and "4/255" in md

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from pipeline.report.tables import latest_rows, method_label
+from pipeline.report.tables import latest_rows, matching_clean, method_label
 
 
 def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
@@ -20,8 +20,9 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     Clean accuracy is drawn at eps = 0 of every panel. The worst case is left out: it
     combines different attacks at different budgets (see its table). Returns the files.
     """
-    acc = latest_rows(results[results["metric"] == "accuracy"])
-    acc["row"] = method_label(acc)
+    every = results[results["metric"] == "accuracy"].copy()
+    every["row"] = method_label(every)
+    acc = latest_rows(every)
     written = []
     for (ds, arch), g in acc.groupby(["dataset", "arch"], dropna=False):
         attacks = [a for a, ga in g.groupby("attack", sort=False)
@@ -36,8 +37,9 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
             ax.set_visible(False)
         for ax, attack in zip(axes.flat, attacks):
             for row, gr in g.groupby("row"):
-                clean = gr[gr["attack"] == "clean"]["value"].mean()
-                ga = gr[gr["attack"] == attack].groupby("eps")["value"].agg(["mean", "std"])
+                rows = gr[gr["attack"] == attack]
+                clean = matching_clean(every, rows)["value"].mean()  # same evaluation
+                ga = rows.groupby("eps")["value"].agg(["mean", "std"])
                 if ga.empty:
                     continue
                 eps = np.r_[0.0, ga.index.to_numpy()] * 255

@@ -116,7 +116,7 @@ def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) ->
     out = {}
     for (ds, arch, split), g in acc.groupby(["dataset", "arch", "split"], dropna=False, sort=False):
         for name, ga in _table_groups(g):
-            ga = pd.concat([_matching_clean(every, ga), ga])
+            ga = pd.concat([matching_clean(every, ga), ga])
             frame = _build(ga, paper, ds, by_attack=not name.startswith("single"))
             if name.startswith("worst_case") and "attack_params" in ga:
                 # say which attacks each budget's minimum is over
@@ -172,7 +172,7 @@ def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool) -> pd.Dat
     return pd.DataFrame.from_dict(table, orient="index").fillna("")
 
 
-def _matching_clean(every: pd.DataFrame, attack_rows: pd.DataFrame) -> pd.DataFrame:
+def matching_clean(every: pd.DataFrame, attack_rows: pd.DataFrame) -> pd.DataFrame:
     """The clean rows of the same evaluations (model and n) as ``attack_rows``, so a
     table never puts the clean accuracy of 500 images beside attacks on 20."""
     key = [c for c in ("model_sha256", "model", "n") if c in every]

@@ -364,11 +364,15 @@ def show_saliency(store, source, split, n, start, out) -> None:
 @click.option("--presets", "presets_file", type=click.Path(path_type=Path), default=None,
               help="Presets YAML (default: config/presets.yaml of the package).")
 @click.option("--force", is_flag=True, help="Re-run an evaluation already in --out.")
+@click.option("--view", "views", multiple=True,
+              type=click.Choice(["adaptive", "adaptive_bpda", "nonadaptive"]),
+              help="Wrapped defences (SAD) only: what the attacks see - the whole defence "
+                   "(exact or BPDA gradients) or the inner network. Repeatable; default all.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Results Parquet table; rows are appended.")
 @click.pass_context
 def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_model,
-             presets_file, force, out):
+             presets_file, force, views, out):
     """Evaluate a checkpoint with an attack preset; append rows to a results table.
 
     Reads the checkpoint, the split of the store and the presets; writes --out atomically
@@ -379,7 +383,8 @@ def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_m
 
     summary = run_evaluate(model_dir, store, split, preset, out, ctx.obj["device"], n=n,
                            batch_size=batch_size, seed=seed, source_model=source_model,
-                           presets_file=presets_file, force=force)
+                           presets_file=presets_file, force=force,
+                           views=list(views) or None)
     click.echo("already evaluated: nothing to do" if summary["skipped"]
                else f"wrote {summary['rows']} rows to {out}")
 

@@ -19,7 +19,6 @@ from torch import nn
 
 import pipeline
 from pipeline.evaluate.presets import load_presets
-from pipeline.evaluate.robust import evaluate_robust
 from pipeline.seed import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -27,12 +26,15 @@ log = logging.getLogger(__name__)
 # Columns of the results table, in order (one row per attack x eps x metric).
 COLUMNS = [
     "dataset", "split", "arch", "method", "params", "teacher", "saliency_sources", "seed",
-    "model", "model_sha256", "preset", "eval_seed", "source_model", "attack", "attack_name",
-    "attack_params", "eps", "steps", "restarts", "n", "metric", "value", "accuracy",
-    "seconds", "flags", "salpipe_version", "created",
+    "model", "model_sha256", "preset", "eval_seed", "source_model", "view", "attack",
+    "attack_name", "attack_params", "eps", "steps", "restarts", "n", "metric", "value",
+    "accuracy", "seconds", "flags", "salpipe_version", "created",
 ]
 # An evaluation is identified by these; a second run with the same key is a no-op.
-KEY = ["model_sha256", "split", "preset", "n", "eval_seed", "source_model"]
+# ``view``: what the attack sees for a wrapped defence (pipeline/sad/evaluate.py:
+# adaptive, adaptive_bpda, nonadaptive; "all" = worst case over them); "" otherwise.
+# For a wrapped model ``model_sha256`` is pipeline.models.wrappers.wrapped_model_id.
+KEY = ["model_sha256", "split", "preset", "n", "eval_seed", "source_model", "view"]
 
 
 def read_eval_split(store: str | Path, split: str, n: int | None):
@@ -68,7 +70,10 @@ def read_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_parquet(path)
+    df = pd.read_parquet(path)
+    if "view" not in df:  # a table written before views existed
+        df.insert(COLUMNS.index("view"), "view", "")
+    return df
 
 
 def write_results(df: pd.DataFrame, path: str | Path) -> None:
@@ -90,31 +95,45 @@ def evaluate_to_table(
     out: str | Path, *, device: str | torch.device = "auto", n: int | None = None,
     batch_size: int = 256, seed: int = 0, source_model: str | Path | None = None,
     presets_file: str | Path | None = None, force: bool = False,
+    views: list[str] | tuple[str, ...] | None = None,
 ) -> dict:
     """Evaluate an in-memory ``model`` (e.g. a SAD wrapper) described by ``meta``.
 
     ``meta`` is a checkpoint sidecar dict (``arch``, ``method``, ``params``, ``dataset``,
     ``sha256``, ``train``, ``saliency_sources``); ``meta["sha256"]`` identifies the model
-    in the no-op check, so a wrapper must give its own (e.g. sha + variant).
+    in the no-op check, so a wrapper must give its own (e.g. sha + variant;
+    ``meta["model_id"]`` wins when present).
+    ``views``: for a model with an inner ``.network`` (a SAD wrapper), what the attacks
+    see (:data:`pipeline.sad.evaluate.VIEWS`; default all that apply), one row group
+    per view plus the worst case over views (view ``all``); a plain model gets view "".
     See :func:`run_evaluate` for the other arguments.
     """
+    from pipeline.sad.evaluate import available_views, evaluate_views
+
     device = resolve_device(device)
     runs = load_presets(presets_file)
     if preset not in runs:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(runs)}")
     x, y, index, info = read_eval_split(store, split, n)
-    key = {"model_sha256": str(meta.get("sha256", "")), "split": split, "preset": preset,
-           "n": len(y), "eval_seed": int(seed),
+    if views and not available_views(model):
+        raise ValueError(f"views {list(views)} need a wrapped model (e.g. SAD); "
+                         f"{meta.get('arch')} {meta.get('method')} has no inner network")
+    views = list(views) if views else available_views(model)
+    key = {"model_sha256": str(meta.get("model_id") or meta.get("sha256", "")),
+           "split": split, "preset": preset, "n": len(y), "eval_seed": int(seed),
            "source_model": str(source_model) if source_model else ""}
     table = read_results(out)
     if len(table):
         same = np.ones(len(table), dtype=bool)
         for k, v in key.items():
             same &= (table[k] == v).to_numpy()
-        if same.any() and not force:
+        # done when every requested view is there; a re-run replaces those views (and
+        # the worst case over views, "all")
+        wanted = views or [""]
+        if set(wanted) <= set(table.loc[same, "view"]) and not force:
             log.info("evaluation %s already in %s: nothing to do (use force)", key, out)
             return {"skipped": True, "rows": int(same.sum()), "out": str(out)}
-        table = table[~same]
+        table = table[~(same & table["view"].isin(wanted + ["all"]).to_numpy())]
     fp = info.get("fingerprint")
     if meta.get("dataset_fingerprint") and fp and meta["dataset_fingerprint"] != fp:
         raise ValueError(f"model was trained on another data set (fingerprint "
@@ -127,10 +146,12 @@ def evaluate_to_table(
     run_list = [r for r in run_list if r not in skipped]
     model = model.to(device)
     t0 = time.perf_counter()
-    rows = evaluate_robust(model, x, y, index, run_list, batch_size=batch_size, seed=seed,
-                           device=device, extra_params=extra)
-    if skipped:
-        rows[0]["flags"].append(f"skipped {len(skipped)} transfer run(s): no --source-model")
+    rows = evaluate_views(model, x, y, index, run_list, views or None,
+                          batch_size=batch_size, seed=seed, device=device,
+                          extra_params=extra)
+    for r in rows if skipped else []:
+        if r["attack"] == "clean":
+            r["flags"].append(f"skipped {len(skipped)} transfer run(s): no --source-model")
     base = {
         "dataset": meta.get("dataset") or info.get("dataset"), "arch": meta.get("arch"),
         "method": meta.get("method"), "params": json.dumps(meta.get("params") or {},
@@ -158,7 +179,7 @@ def run_evaluate(
     out: str | Path = "results.parquet", device: str | torch.device = "auto", *,
     n: int | None = None, batch_size: int = 256, seed: int = 0,
     source_model: str | Path | None = None, presets_file: str | Path | None = None,
-    force: bool = False,
+    force: bool = False, views: list[str] | tuple[str, ...] | None = None,
 ) -> dict:
     """Evaluate the checkpoint ``model_dir`` with ``preset`` on ``split`` of ``store``.
 
@@ -174,16 +195,19 @@ def run_evaluate(
         seed: evaluation seed (random starts, noise).
         source_model: run directory of the transfer attacks' source model.
         force: re-run and replace an evaluation already in ``out``.
+        views: for a wrapped defence (SAD), which attack views to run (``adaptive``,
+            ``adaptive_bpda``, ``nonadaptive``; default all that apply).
 
     Returns:
         ``{"skipped", "rows", "out", ...}``.
     """
+    from pipeline.models.wrappers import wrapped_model_id
     from pipeline.train.checkpoint import load_model
 
     device = resolve_device(device)
     model, meta = load_model(model_dir, device=device)
-    meta = {**meta, "run_name": Path(model_dir).name if Path(model_dir).is_dir()
+    meta = {**meta, "model_id": wrapped_model_id(meta), "run_name": Path(model_dir).name if Path(model_dir).is_dir()
             else Path(model_dir).parent.name}
     return evaluate_to_table(model, meta, store, split, preset, out, device=device, n=n,
                              batch_size=batch_size, seed=seed, source_model=source_model,
-                             presets_file=presets_file, force=force)
+                             presets_file=presets_file, force=force, views=views)

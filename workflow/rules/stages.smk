@@ -173,7 +173,10 @@ rule report:
         out=REPORT,
         results=lambda w, input: " ".join(f"--results {r}" for r in input.results),
         galleries=lambda w, input: " ".join(f"--gallery {g}" for g in input.galleries),
-        runs=lambda w: " ".join(f"--runs {model_dir_of(d, m, s)}" for d, m, s in SWEEP.cells()),
+        # training cost per epoch comes from the trained runs (SAD calibrates, no epochs)
+        runs=lambda w: " ".join(
+            f"--runs {model_dir_of(d, m, s)}" for d, m, s in SWEEP.cells() if not SWEEP.is_sad(m)
+        ),
     threads: 1
     resources:
         mem_mb=4000,

@@ -1,21 +1,25 @@
 # The stage rules. Each rule's shell line is the whole job: it is echoed as the first
 # line of the job's log, and running it by hand reproduces the job.
+import os
 
 
 rule prepare_data:
     output:
         touch(PREPARED),
     log:
-        LOGS + "/prepare_data/{dataset}.log",
+        f"{LOGS}/prepare_data/{{dataset}}.log",
     params:
+        device=config["device"],
         store=STORE,
         args=lambda w: SWEEP.prepare_args(w.dataset),
     threads: 1
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe --device {DEVICE} prepare-data {params.args} --store {params.store}';"
-        " echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
+        "cmd='salpipe --device {params.device} prepare-data {params.args} --store {params.store}';"
+        ' echo "$cmd" > {log}; eval "$cmd" >> {log} 2>&1'
 
 
 rule train_teacher:
@@ -23,124 +27,48 @@ rule train_teacher:
         flag=PREPARED,
         config=lambda w: SWEEP.teacher_config(w.teacher),
     output:
-        model=TEACHER + "/model.pt",
-        sidecar=TEACHER + "/model.json",
+        model=f"{TEACHER}/model.pt",
+        sidecar=f"{TEACHER}/model.json",
     log:
-        LOGS + "/train_teacher/{dataset}/{teacher}.log",
+        f"{LOGS}/train_teacher/{{dataset}}/{{teacher}}.log",
     params:
+        device=config["device"],
         store=STORE,
-        out=TEACHER,
+        out=lambda w, output: os.path.dirname(output.model),
         args=lambda w: SWEEP.teacher_args(w.dataset, w.teacher),
     threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
+    conda:
+        "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe --device {DEVICE} train-teacher --store {params.store} {params.args}"
+        "cmd='salpipe --device {params.device} train-teacher --store {params.store} {params.args}"
         " --out {params.out}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
-
-
-def _source_inputs(w):
-    teacher = SWEEP.source_teacher(w.source)
-    inputs = [PREPARED.format(dataset=w.dataset)]
-    if teacher is not None:
-        inputs.append(TEACHER.format(dataset=w.dataset, teacher=teacher) + "/model.pt")
-    return inputs
-
-
-def _teacher_opt(w):
-    teacher = SWEEP.source_teacher(w.source)
-    return "" if teacher is None else "--teacher " + TEACHER.format(dataset=w.dataset, teacher=teacher)
 
 
 rule precompute_saliency:
     input:
-        _source_inputs,
+        source_inputs,
     output:
         touch(SOURCE_DONE),
     log:
-        LOGS + "/precompute_saliency/{dataset}/{source}.log",
+        f"{LOGS}/precompute_saliency/{{dataset}}/{{source}}.log",
     params:
+        device=config["device"],
         store=STORE,
-        teacher=_teacher_opt,
+        teacher=teacher_option,
         args=lambda w: SWEEP.source_args(w.source),
     threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
+    conda:
+        "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe --device {DEVICE} precompute-saliency --store {params.store} --split train"
-        " {params.teacher} {params.args}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
-
-
-rule train_student:
-    input:
-        flag=PREPARED,
-        config=SWEEP.student_config(),
-        sources=lambda w: [
-            SOURCE_DONE.format(dataset=w.dataset, source=s) for s in SWEEP.student_sources(w.student)
-        ],
-    output:
-        model=STUDENT + "/model.pt",
-        sidecar=STUDENT + "/model.json",
-    log:
-        LOGS + "/train_student/{dataset}/{student}/seed{seed}.log",
-    params:
-        store=STORE,
-        out=STUDENT,
-        args=lambda w: SWEEP.student_args(w.dataset, w.student, int(w.seed)),
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=8000,
-    shell:
-        "cmd='salpipe --device {DEVICE} train --store {params.store} {params.args}"
-        " --out {params.out}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
-
-
-rule sad_calibrate:
-    input:
-        flag=PREPARED,
-        base=lambda w: STUDENT.format(dataset=w.dataset, student=SWEEP.sad_base(w.sad), seed=w.seed)
-        + "/model.pt",
-    output:
-        model=SAD + "/model.pt",
-        sidecar=SAD + "/model.json",
-    log:
-        LOGS + "/sad_calibrate/{dataset}/{sad}/seed{seed}.log",
-    params:
-        store=STORE,
-        base=lambda w: STUDENT.format(dataset=w.dataset, student=SWEEP.sad_base(w.sad), seed=w.seed),
-        out=SAD,
-        args=lambda w: SWEEP.sad_args(w.sad),
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=8000,
-    shell:
-        "cmd='salpipe --device {DEVICE} sad-calibrate --model {params.base} --store {params.store}"
-        " {params.args} --out {params.out}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
-
-
-rule evaluate:
-    input:
-        flag=PREPARED,
-        model=lambda w: model_dir(w) + "/model.pt",
-    output:
-        RESULT,
-    log:
-        LOGS + "/evaluate/{dataset}/{model}/seed{seed}.log",
-    params:
-        store=STORE,
-        model=model_dir,
-        args=lambda w: SWEEP.eval_args(w.dataset),
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=8000,
-    shell:
-        "cmd='salpipe --device {DEVICE} evaluate --model {params.model} --store {params.store}"
-        " {params.args} --out {output}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
+        "cmd='salpipe --device {params.device} precompute-saliency --store {params.store}"
+        " --split train {params.teacher} {params.args}'; echo \"$cmd\" > {log};"
+        ' eval "$cmd" >> {log} 2>&1'
 
 
 rule saliency_gallery:
@@ -149,37 +77,117 @@ rule saliency_gallery:
     output:
         GALLERY,
     log:
-        LOGS + "/saliency_gallery/{dataset}/{source}.log",
+        f"{LOGS}/saliency_gallery/{{dataset}}/{{source}}.log",
     params:
         store=STORE,
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe show-saliency --store {params.store} --split train --source {wildcards.source}"
-        " --n 8 --out {output}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
+        "cmd='salpipe show-saliency --store {params.store} --split train"
+        " --source {wildcards.source} --n 8 --out {output}'; echo \"$cmd\" > {log};"
+        ' eval "$cmd" >> {log} 2>&1'
+
+
+rule train_student:
+    input:
+        flag=PREPARED,
+        config=SWEEP.student_config(),
+        sources=student_source_flags,
+    output:
+        model=f"{STUDENT}/model.pt",
+        sidecar=f"{STUDENT}/model.json",
+    log:
+        f"{LOGS}/train_student/{{dataset}}/{{student}}/seed{{seed}}.log",
+    params:
+        device=config["device"],
+        store=STORE,
+        out=lambda w, output: os.path.dirname(output.model),
+        args=lambda w: SWEEP.student_args(w.dataset, w.student, int(w.seed)),
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    conda:
+        "../envs/salpipe.yaml"
+    shell:
+        "cmd='salpipe --device {params.device} train --store {params.store} {params.args}"
+        " --out {params.out}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
+
+
+rule sad_calibrate:
+    input:
+        flag=PREPARED,
+        base=lambda w: f"{sad_base_dir(w)}/model.pt",
+    output:
+        model=f"{SAD}/model.pt",
+        sidecar=f"{SAD}/model.json",
+    log:
+        f"{LOGS}/sad_calibrate/{{dataset}}/{{sad}}/seed{{seed}}.log",
+    params:
+        device=config["device"],
+        store=STORE,
+        base=lambda w, input: os.path.dirname(input.base),
+        out=lambda w, output: os.path.dirname(output.model),
+        args=lambda w: SWEEP.sad_args(w.sad),
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    conda:
+        "../envs/salpipe.yaml"
+    shell:
+        "cmd='salpipe --device {params.device} sad-calibrate --model {params.base}"
+        " --store {params.store} {params.args} --out {params.out}'; echo \"$cmd\" > {log};"
+        ' eval "$cmd" >> {log} 2>&1'
+
+
+rule evaluate:
+    input:
+        flag=PREPARED,
+        model=lambda w: f"{model_dir(w)}/model.pt",
+    output:
+        RESULT,
+    log:
+        f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.log",
+    params:
+        device=config["device"],
+        store=STORE,
+        model=lambda w, input: os.path.dirname(input.model),
+        args=lambda w: SWEEP.eval_args(w.dataset),
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    conda:
+        "../envs/salpipe.yaml"
+    shell:
+        "cmd='salpipe --device {params.device} evaluate --model {params.model}"
+        " --store {params.store} {params.args} --out {output}'; echo \"$cmd\" > {log};"
+        ' eval "$cmd" >> {log} 2>&1'
 
 
 rule report:
     input:
-        results=lambda w: [RESULT.format(dataset=d, model=m, seed=s) for d, m, s in SWEEP.cells()],
-        galleries=lambda w: [GALLERY.format(dataset=d, source=s) for d, s in SWEEP.source_cells()],
+        results=all_results,
+        galleries=all_galleries,
     output:
-        html=REPORT + "/report.html",
-        md=REPORT + "/report.md",
+        html=f"{REPORT}/report.html",
+        md=f"{REPORT}/report.md",
     log:
-        LOGS + "/report.log",
+        f"{LOGS}/report.log",
     params:
-        out=REPORT,
+        out=lambda w, output: os.path.dirname(output.html),
         results=lambda w, input: " ".join(f"--results {r}" for r in input.results),
         galleries=lambda w, input: " ".join(f"--gallery {g}" for g in input.galleries),
-        # training cost per epoch comes from the trained runs (SAD calibrates, no epochs)
-        runs=lambda w: " ".join(
-            f"--runs {model_dir_of(d, m, s)}" for d, m, s in SWEEP.cells() if not SWEEP.is_sad(m)
-        ),
+        runs=report_runs,
     threads: 1
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe report {params.results} {params.runs} {params.galleries} --out {params.out}';"
-        " echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
+        "cmd='salpipe report {params.results} {params.runs} {params.galleries}"
+        " --out {params.out}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"

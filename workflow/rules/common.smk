@@ -1,0 +1,90 @@
+# The active sweep, the path scheme (the package never invents output paths), the
+# target function and wildcard constraints. Functions only; the rules are in stages.smk.
+from pipeline.config.dag import Dag
+
+SWEEP = Dag.from_config(config)
+P = SWEEP.profile
+W = f"{config['workdir']}/{P.name}"
+
+STORE = f"{W}/cache/{{dataset}}.zarr"
+PREPARED = f"{W}/flags/{{dataset}}/prepared"
+SOURCE_DONE = f"{W}/flags/{{dataset}}/saliency/{{source}}.done"
+TEACHER = f"{W}/runs/{{dataset}}/teachers/{{teacher}}"
+STUDENT = f"{W}/runs/{{dataset}}/students/{{student}}/seed{{seed}}"
+SAD = f"{W}/runs/{{dataset}}/sad/{{sad}}/seed{{seed}}"
+RESULT = f"{W}/results/{{dataset}}/{{model}}/seed{{seed}}/{P.evaluate.preset}.parquet"
+GALLERY = f"{W}/galleries/{{dataset}}/{{source}}.png"
+REPORT = f"{W}/report"
+LOGS = f"{W}/logs"
+
+
+def sweep_targets():
+    """Every teacher and saliency source of the profile, every evaluation, the report."""
+    return [
+        *(f"{TEACHER}/model.pt".format(dataset=d, teacher=t) for d, t in SWEEP.teacher_cells()),
+        *(SOURCE_DONE.format(dataset=d, source=s) for d, s in SWEEP.source_cells()),
+        *(RESULT.format(dataset=d, model=m, seed=s) for d, m, s in SWEEP.cells()),
+        f"{REPORT}/report.html",
+    ]
+
+
+def model_dir_of(dataset, model, seed):
+    if SWEEP.is_sad(model):
+        return SAD.format(dataset=dataset, sad=model, seed=seed)
+    return STUDENT.format(dataset=dataset, student=model, seed=seed)
+
+
+def model_dir(w):
+    return model_dir_of(w.dataset, w.model, w.seed)
+
+
+def source_inputs(w):
+    teacher = SWEEP.source_teacher(w.source)
+    inputs = [PREPARED.format(dataset=w.dataset)]
+    if teacher is not None:
+        inputs.append(f"{TEACHER}/model.pt".format(dataset=w.dataset, teacher=teacher))
+    return inputs
+
+
+def teacher_option(w):
+    teacher = SWEEP.source_teacher(w.source)
+    if teacher is None:
+        return ""
+    return f"--teacher {TEACHER.format(dataset=w.dataset, teacher=teacher)}"
+
+
+def student_source_flags(w):
+    return [SOURCE_DONE.format(dataset=w.dataset, source=s) for s in SWEEP.student_sources(w.student)]
+
+
+def sad_base_dir(w):
+    return STUDENT.format(dataset=w.dataset, student=SWEEP.sad_base(w.sad), seed=w.seed)
+
+
+def all_results(w):
+    return [RESULT.format(dataset=d, model=m, seed=s) for d, m, s in SWEEP.cells()]
+
+
+def all_galleries(w):
+    return [GALLERY.format(dataset=d, source=s) for d, s in SWEEP.source_cells()]
+
+
+def report_runs(w):
+    """Training cost per epoch comes from the trained runs (SAD calibrates, no epochs)."""
+    return " ".join(
+        f"--runs {model_dir_of(d, m, s)}" for d, m, s in SWEEP.cells() if not SWEEP.is_sad(m)
+    )
+
+
+def _alts(names):
+    return "|".join(sorted(names)) or "^$"
+
+
+wildcard_constraints:
+    dataset=_alts(P.datasets),
+    teacher=_alts(P.teachers),
+    source=_alts(s.replace(".", r"\.") for s in P.saliency),
+    student=_alts(P.students),
+    sad=_alts(P.sad),
+    model=_alts(list(P.students) + list(P.sad)),
+    seed=r"\d+",

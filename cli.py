@@ -41,16 +41,13 @@ def list_registries() -> None:
 
 # --- data commands (begin) ---
 def _parse_params(pairs: tuple[str, ...]) -> dict:
-    """``("key=value", ...)`` -> dict, values parsed as YAML scalars (``n=5`` -> 5)."""
-    import yaml
+    """``-p key=value`` pairs -> dict (values parsed as YAML scalars: ``n=5`` -> 5)."""
+    from pipeline.config import ConfigError, parse_pairs
 
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="-p")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return out
+    try:
+        return parse_pairs(pairs)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="-p") from None
 
 
 @main.command("prepare-data")
@@ -196,19 +193,6 @@ def train_teacher_cmd(ctx, store, out, arch, width, config, epochs, batch_size, 
 # --- train commands (end) ---
 
 # --- saliency-cache commands (begin) ---
-def _cache_kv(pairs: tuple[str, ...]) -> dict:
-    """``-p key=value`` pairs -> dict; values are parsed as YAML scalars (0.15, true)."""
-    import yaml
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="-p")
-        out[key] = yaml.safe_load(value) if value else value
-    return out
-
-
 def _cache_fail(e: Exception) -> None:
     raise click.ClickException(str(e)) from e
 
@@ -239,7 +223,7 @@ def precompute_saliency(ctx, store, split, teacher, method, params, target, sour
     from pipeline.seed import resolve_device
 
     cfg = PrecomputeConfig(split=split, teacher=teacher, method=method, source=source,
-                           params=_cache_kv(params), target=target, batch_size=batch_size,
+                           params=_parse_params(params), target=target, batch_size=batch_size,
                            workers=workers)
     try:
         res = run_precompute(store, cfg, device=str(resolve_device(ctx.obj["device"])),

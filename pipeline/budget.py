@@ -8,7 +8,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 
-def parse_budget(value: str | int | float | Fraction, *, field: str = "eps") -> float:
+def parse_budget(value: str | float | Fraction, *, field: str = "eps") -> float:
     """Parse ``"8/255"``, ``"0.03"``, ``0`` or a number into a float in [0, 1].
 
     Raises:

@@ -8,7 +8,8 @@ implementations with the :meth:`Registry.register` decorator.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T", bound=Callable)
 

@@ -15,8 +15,8 @@ notes/peers.md). A ``chunks`` mode for larger-than-memory data registers another
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -154,7 +154,7 @@ class MemoryStream:
         masks: Sequence[str] = (),
         prepare=None,
         **kw,
-    ) -> "MemoryStream":
+    ) -> MemoryStream:
         """Load ``split`` (and the named cached sources) of a zarr store into memory;
         ``prepare(name, array)``, when given, transforms each map source once."""
         images, labels = read_split_arrays(store, split)

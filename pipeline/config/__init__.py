@@ -160,6 +160,23 @@ def build_method(registry, name: str, params: dict | None, where: str):
     return factory(**(params or {}))
 
 
+def parse_pairs(pairs, flag: str = "-p") -> dict[str, Any]:
+    """``["eps=8/255", "steps=5"]`` -> ``{"eps": "8/255", "steps": 5}``.
+
+    Values are YAML scalars (``5`` -> 5, ``true`` -> True, ``8/255`` stays a string for
+    the budget parser); a pair without ``=`` is a :class:`ConfigError` naming it.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {pair!r}: expected key=value")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (nested) as plain YAML/JSON-able data; used in sidecars and provenance."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

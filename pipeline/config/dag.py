@@ -24,7 +24,7 @@ class Dag:
     scheduler: str | None = None
 
     @classmethod
-    def from_config(cls, config: dict, profiles_dir: str | Path = "config/profiles") -> "Dag":
+    def from_config(cls, config: dict, profiles_dir: str | Path = "config/profiles") -> Dag:
         name = config.get("profile", "tiny")
         profile = load_profile(Path(profiles_dir) / f"{name}.yaml")
         root = config.get("data_root") or profile.data_root

@@ -9,7 +9,7 @@ from pipeline.registry import Registry
 
 DATASETS = Registry("dataset")
 
-from pipeline.data import (  # noqa: E402,F401  (importing registers the adapters)
+from pipeline.data import (  # noqa: F401  (importing registers the adapters)
     cifar,
     cub200,
     flowers17,
@@ -17,6 +17,6 @@ from pipeline.data import (  # noqa: E402,F401  (importing registers the adapter
     shapes,
     tinyimagenet,
 )
-from pipeline.data.base import Block, DataError, DatasetAdapter  # noqa: E402
+from pipeline.data.base import Block, DataError, DatasetAdapter
 
 __all__ = ["DATASETS", "Block", "DataError", "DatasetAdapter"]

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

@@ -16,15 +16,22 @@ import functools
 import hashlib
 import pickle
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
 from pipeline.data import DATASETS
-from pipeline.data.base import Block, DataError, DatasetAdapter, check_resolution, subsample
+from pipeline.data.base import (
+    Block,
+    DataError,
+    DatasetAdapter,
+    check_resolution,
+    subsample,
+)
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),

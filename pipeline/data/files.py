@@ -10,14 +10,19 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from pipeline.data.base import Block, DataError, DatasetAdapter, subsample
-from pipeline.data.imageio import decode_image, decode_mask, threshold_mask, transform_box
+from pipeline.data.imageio import (
+    decode_image,
+    decode_mask,
+    threshold_mask,
+    transform_box,
+)
 
 
 @dataclass(frozen=True)

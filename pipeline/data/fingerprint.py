@@ -16,7 +16,7 @@ class SplitHasher:
     """Accumulates one sha256 per named array; :meth:`hexdigest` combines them."""
 
     def __init__(self) -> None:
-        self._h: dict[str, "hashlib._Hash"] = {}
+        self._h: dict[str, hashlib._Hash] = {}
         self._meta: dict[str, tuple] = {}
 
     def update(self, name: str, arr: np.ndarray) -> None:

@@ -85,6 +85,6 @@ class Flowers17Config(FileDataset):
             stem = Path(r["filename"]).stem
             mask = root / "trimaps" / f"{stem}.png" if has else None
             out[r["split"]].append(Record(root / "jpg" / r["filename"], label, mask_path=mask))
-        for split, recs in out.items():
+        for recs in out.values():
             check_classes_nonempty(recs, self.classes(), csv_path)
         return out

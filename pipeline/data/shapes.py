@@ -20,8 +20,8 @@ Generation is vectorised over groups of :data:`GROUP` images, each seeded from
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def render(rng: np.random.Generator, n: int, res: int, clutter: int, noise: floa
     """Draw ``n`` images; returns (images uint8 [n,3,R,R], labels, masks bool [n,R,R])."""
     labels = rng.integers(0, len(CLASSES), n)
     yy, xx = np.mgrid[0:res, 0:res].astype(np.float32) + 0.5
-    col = lambda k: rng.uniform(0, 1, (n, k, 3)).astype(np.float32)  # noqa: E731
+    col = lambda k: rng.uniform(0, 1, (n, k, 3)).astype(np.float32)
     # Background: base colour plus oriented stripes of random frequency and contrast.
     base, stripe_dir = col(1)[:, 0], rng.uniform(-1, 1, (n, 3)).astype(np.float32)
     ang, ph = rng.uniform(0, np.pi, n), rng.uniform(0, 2 * np.pi, n)

@@ -129,7 +129,7 @@ def _write(cfg: DatasetAdapter, url: str, chunk: int, signature: str) -> dict:
         "params": cfg.params(), "chunk": chunk, "source_signature": signature,
         "has_masks": cfg.has_masks(), "has_boxes": cfg.has_boxes(), "split_sizes": sizes,
         "salpipe_version": pipeline.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     # schema_version goes in last: a store without it is unfinished and open_store refuses it.
     root.attrs.update(attrs)

@@ -10,7 +10,7 @@ from pipeline.registry import Registry
 
 MODELS = Registry("model")
 
-from pipeline.models import resnet, small_cnn, wide_resnet  # noqa: E402,F401  (registers)
-from pipeline.models.base import ImageClassifier, build_model  # noqa: E402
+from pipeline.models import resnet, small_cnn, wide_resnet  # noqa: F401  (registers)
+from pipeline.models.base import ImageClassifier, build_model
 
 __all__ = ["MODELS", "ImageClassifier", "build_model"]

@@ -6,7 +6,7 @@ so ``width=16`` gives the narrow 16-32-64-128 ResNet-10 of the CPU profiles.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ def save_checkpoint(dir: str | Path, model: nn.Module, meta: dict) -> dict:
     side["std"] = [float(v) for v in side["std"]]
     side["sha256"] = _sha256_file(out / MODEL_FILE)
     side["salpipe_version"] = pipeline.__version__
-    side["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    side["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     text = json.dumps(side, indent=2, sort_keys=True, default=str)
     atomic_write_bytes(out / SIDECAR_FILE, text.encode())
     return side

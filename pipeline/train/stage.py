@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import yaml
 
 from pipeline.cache import stream_chunks  # noqa: F401  (registers chunks, auto)
 from pipeline.cache.stream import STREAMS, read_split_arrays
-from pipeline.config import ConfigError, build_method, from_dict, to_dict
+from pipeline.config import ConfigError, build_method, from_dict, parse_pairs, to_dict
 from pipeline.models.prune import PruneConfig, apply_masks, magnitude_masks, sparsity
 from pipeline.seed import resolve_device, seed_everything
 from pipeline.train import TRAINING
@@ -279,10 +280,4 @@ def check_checkpoint_for(
 
 def params_from_pairs(pairs: Sequence[str]) -> dict[str, Any]:
     """``["eps=8/255", "steps=5"]`` -> ``{"eps": "8/255", "steps": 5}`` (YAML scalars)."""
-    out = {}
-    for p in pairs:
-        key, sep, value = p.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"-p {p!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return out
+    return parse_pairs(pairs)

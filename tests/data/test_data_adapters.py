@@ -14,7 +14,7 @@ def blocks(cfg, split, block=3):
     out = list(cfg.iter_blocks(split, block))
     assert all(len(b) <= block for b in out)
     assert sum(len(b) for b in out) == cfg.split_size(split)
-    cat = lambda k: None if getattr(out[0], k) is None else np.concatenate(  # noqa: E731
+    cat = lambda k: None if getattr(out[0], k) is None else np.concatenate(
         [getattr(b, k) for b in out])
     return {k: cat(k) for k in ("images", "labels", "masks", "has_mask", "boxes")}
 

@@ -82,6 +82,6 @@ def test_class_not_decodable_from_colour_statistics():
     acc = _probe_accuracy(feats(tr), tr.labels, feats(te), te.labels)
     assert acc < 0.25, f"colour statistics give away the class ({acc:.2f}, chance 0.10)"
     # sanity of the probe itself: the same probe does learn from the mask area and box
-    geo = lambda b: np.concatenate(  # noqa: E731
+    geo = lambda b: np.concatenate(
         [b.masks.sum((1, 2))[:, None], b.boxes[:, 2:] - b.boxes[:, :2]], 1).astype(float)
     assert _probe_accuracy(geo(tr), tr.labels, geo(te), te.labels) > 0.2

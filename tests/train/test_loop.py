@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_store import write_tiny_store
 
 from pipeline.config import ConfigError
 from pipeline.train.checkpoint import CheckpointMismatchError, load_model
 from pipeline.train.config import SchedConfig, lr_multiplier, train_config_from
 from pipeline.train.stage import check_checkpoint_for, run_train, run_train_teacher
-
-from conftest import write_tiny_store
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = {
@@ -165,7 +164,7 @@ def test_config_typos_name_the_key():
 
 
 def test_schedules():
-    f = lambda s, step: lr_multiplier(s, step, steps_per_epoch=10, epochs=10)  # noqa: E731
+    f = lambda s, step: lr_multiplier(s, step, steps_per_epoch=10, epochs=10)
     one = SchedConfig(name="onecycle", pct_start=0.2)
     assert f(one, 0) == 0 and f(one, 20) == pytest.approx(1) and f(one, 100) == 0
     assert f(SchedConfig(name="cosine"), 0) == 1 and f(

@@ -31,8 +31,12 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
             continue
         ncols = min(4, len(attacks))
         nrows = -(-len(attacks) // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows + 0.4),
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols + 3.5, 3.6 * nrows + 0.4),
                                  squeeze=False)
+        # tab20 colours x three line styles: up to 60 methods stay distinguishable
+        cmap = plt.get_cmap("tab20")
+        styles = {row: (cmap(i % 20), ("-", "--", ":")[i // 20 % 3])
+                  for i, row in enumerate(sorted(g["row"].unique()))}
         for ax in axes.flat[len(attacks):]:
             ax.set_visible(False)
         for ax, attack in zip(axes.flat, attacks):
@@ -45,12 +49,16 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
                 eps = np.r_[0.0, ga.index.to_numpy()] * 255
                 mean = np.r_[clean, ga["mean"].to_numpy()] * 100
                 std = np.r_[0.0, ga["std"].fillna(0).to_numpy()] * 100
-                ax.errorbar(eps, mean, yerr=std, marker="o", ms=3, capsize=2, label=row)
+                color, style = styles[row]
+                ax.errorbar(eps, mean, yerr=std, marker="o", ms=3, capsize=2, label=row,
+                            color=color, linestyle=style)
             ax.set(title=attack, xlabel="eps (x/255)", ylabel="accuracy (%)", ylim=(0, 102))
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
+        # one legend beside the panels, never over the curves
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
         fig.suptitle(f"{ds} / {arch}")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1 - 3.3 / fig.get_figwidth(), 1))
         path = out / f"curves_{ds}_{arch}.png".replace("/", "_")
         fig.savefig(path, dpi=110)
         plt.close(fig)

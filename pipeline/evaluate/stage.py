@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -174,6 +175,16 @@ def evaluate_to_table(
             "clean_accuracy": rows[0]["accuracy"]}
 
 
+def run_name(model_dir: str | Path) -> str:
+    """A readable name of a run directory: ``sat_gbp/seed0`` for ``.../sat_gbp/seed0``."""
+    path = Path(model_dir)
+    if path.suffix == ".pt":
+        path = path.parent
+    if re.fullmatch(r"seed\d+", path.name):
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
 def run_evaluate(
     model_dir: str | Path, store: str | Path, split: str = "test", preset: str = "quick",
     out: str | Path = "results.parquet", device: str | torch.device = "auto", *,
@@ -206,8 +217,7 @@ def run_evaluate(
 
     device = resolve_device(device)
     model, meta = load_model(model_dir, device=device)
-    meta = {**meta, "model_id": wrapped_model_id(meta), "run_name": Path(model_dir).name if Path(model_dir).is_dir()
-            else Path(model_dir).parent.name}
+    meta = {**meta, "model_id": wrapped_model_id(meta), "run_name": run_name(model_dir)}
     return evaluate_to_table(model, meta, store, split, preset, out, device=device, n=n,
                              batch_size=batch_size, seed=seed, source_model=source_model,
                              presets_file=presets_file, force=force, views=views)

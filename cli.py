@@ -97,7 +97,9 @@ def _train_cfg(config: Path | None, overrides: dict, sets: tuple[str, ...]):
     data = {}
     if config is not None:
         data = yaml.safe_load(config.read_text()) or {}
-    return train_config_from(data, {**params_from_pairs(sets), **overrides},
+    # an explicit option beats -s; an option left unset must not erase a -s value
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return train_config_from(data, {**params_from_pairs(sets), **given},
                              where=f"{config or 'train'}")
 
 

@@ -73,3 +73,15 @@ def test_train_errors_name_the_problem(tiny_store, tmp_path):
         str(tmp_path / "y"),
     )
     assert res.exit_code != 0 and "none.zarr" in res.output
+
+
+def test_set_overrides_the_config_file_and_unset_options_do_not_erase_it(tmp_path):
+    from cli import _train_cfg
+
+    cfg_file = tmp_path / "train.yaml"
+    cfg_file.write_text("epochs: 15\nopt: {lr: 0.1}\n")
+    unset = {"net.arch": None, "epochs": None, "batch_size": None, "opt.lr": None, "seed": None}
+    cfg = _train_cfg(cfg_file, unset, ("epochs=12", "opt.lr=0.05"))
+    assert cfg.epochs == 12 and cfg.opt.lr == 0.05
+    cfg = _train_cfg(cfg_file, {**unset, "epochs": 3}, ("epochs=12",))
+    assert cfg.epochs == 3  # an explicit option beats -s

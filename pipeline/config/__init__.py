@@ -38,7 +38,15 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    # required keys first (a base class's defaulted fields may be declared before them)
+    fields = {
+        f.name: f
+        for f in sorted(
+            (f for f in dataclasses.fields(cls) if f.init),
+            key=lambda f: f.default is not dataclasses.MISSING
+            or f.default_factory is not dataclasses.MISSING,
+        )
+    }
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():

@@ -13,11 +13,19 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from pipeline.data.base import Block, DataError, DatasetAdapter, subsample
+from pipeline.data.base import (
+    Block,
+    DataError,
+    DatasetAdapter,
+    check_resolution,
+    subsample,
+)
 from pipeline.data.imageio import (
+    Fit,
     decode_image,
     decode_mask,
     threshold_mask,
@@ -61,10 +69,26 @@ def check_classes_nonempty(records: list[Record], classes: list[str], where: Pat
         raise DataError(f"class(es) with no images: {', '.join(empty)} (defined in {where})")
 
 
+@dataclass(frozen=True, kw_only=True)
 class FileDataset(DatasetAdapter):
-    """Mixin for adapters with fields ``root``, ``resolution``, ``fit``, ``limit``, ``seed``."""
+    """Base of the file-based adapters: the options they share (subclasses add ``root``).
 
-    mask_rule: Callable[[np.ndarray], np.ndarray] = staticmethod(threshold_mask)
+    Args:
+        resolution: output side in pixels.
+        fit: ``resize`` or ``crop`` (see :mod:`pipeline.data.base`).
+        limit: at most this many images per split (seeded random subset), None = all.
+        seed: seed of that subset.
+    """
+
+    resolution: int = 64
+    fit: Fit = "resize"
+    limit: int | None = None
+    seed: int = 0
+
+    mask_rule: ClassVar[Callable[[np.ndarray], np.ndarray]] = staticmethod(threshold_mask)
+
+    def __post_init__(self):
+        check_resolution(self.resolution)
 
     @abc.abstractmethod
     def _scan(self) -> dict[str, list[Record]]:

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data import DATASETS
-from pipeline.data.base import DataError, check_resolution
+from pipeline.data.base import DataError
 from pipeline.data.files import FileDataset, Record, check_classes_nonempty
-from pipeline.data.imageio import Fit
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("filename", "class_index", "class_name", "has_trimap", "split")
@@ -55,15 +54,9 @@ class Flowers17Config(FileDataset):
     """
 
     root: str
-    resolution: int = 64
-    fit: Fit = "resize"
-    limit: int | None = None
-    seed: int = 0
 
     mask_rule = staticmethod(flower_mask)
 
-    def __post_init__(self):
-        check_resolution(self.resolution)
 
     def classes(self) -> list[str]:
         rows = _read_csv(Path(self.root) / "labels.csv")

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.data import DATASETS
-from pipeline.data.base import DataError, check_resolution
+from pipeline.data.base import DataError
 from pipeline.data.files import FileDataset, Record
-from pipeline.data.imageio import Fit
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MASK_SUFFIX = ".mask.png"
@@ -43,13 +42,7 @@ class ImageFolderConfig(FileDataset):
     """
 
     root: str
-    resolution: int = 64
-    fit: Fit = "resize"
-    limit: int | None = None
-    seed: int = 0
 
-    def __post_init__(self):
-        check_resolution(self.resolution)
 
     @functools.cached_property
     def _split_dirs(self) -> list[Path]:

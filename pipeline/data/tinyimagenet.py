@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.data import DATASETS
-from pipeline.data.base import DataError, check_resolution
+from pipeline.data.base import DataError
 from pipeline.data.files import FileDataset, Record, check_classes_nonempty, read_lines
-from pipeline.data.imageio import Fit
 
 
 def _box(parts: list[str], where: str) -> tuple[float, float, float, float]:
@@ -47,13 +46,7 @@ class TinyImageNetConfig(FileDataset):
     """
 
     root: str
-    resolution: int = 64
-    fit: Fit = "resize"
-    limit: int | None = None
-    seed: int = 0
 
-    def __post_init__(self):
-        check_resolution(self.resolution)
 
     def _dir(self) -> Path:
         root = Path(self.root)

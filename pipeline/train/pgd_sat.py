@@ -62,12 +62,7 @@ class PGDSAT(SATSchedule, TrainingMethod):
     official: bool = False
 
     def __post_init__(self):
-        self.check_sat()
-        if not 0 <= self.p <= 1:
-            raise ValueError(f"p must be in [0, 1], got {self.p}")
-        if self.eps0 > self.eps:
-            raise ValueError(f"eps0 ({self.eps0}) must not exceed eps ({self.eps}): every "
-                             "perturbation stays within eps")
+        self.check_mixture(self.p, self.eps)
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 

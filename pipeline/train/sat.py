@@ -129,6 +129,15 @@ class SATSchedule:
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
+    def check_mixture(self, p: float, eps: float) -> None:
+        """PGD-SAT / TRADES-SAT: a valid coin ``p`` and SAT's step inside the attack's ball."""
+        self.check_sat()
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        if self.eps0 > eps:
+            raise ValueError(f"eps0 ({self.eps0}) must not exceed eps ({eps}): every "
+                             "perturbation stays within eps")
+
     def effective_alpha(self, epochs: int) -> float:
         """``alpha``, or ``0.6 ** (20 / epochs)`` with ``short_schedule`` (so a run of any
         length ends as far into the schedule as the paper's 200 epochs)."""

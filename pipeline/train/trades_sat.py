@@ -42,12 +42,7 @@ class TRADESSAT(SATSchedule, TrainingMethod):
     step_size: float = budget_field(2 / 255)
 
     def __post_init__(self):
-        self.check_sat()
-        if not 0 <= self.p <= 1:
-            raise ValueError(f"p must be in [0, 1], got {self.p}")
-        if self.eps0 > self.eps:
-            raise ValueError(f"eps0 ({self.eps0}) must not exceed eps ({self.eps}): every "
-                             "perturbation stays within eps")
+        self.check_mixture(self.p, self.eps)
 
     def trades(self) -> TRADES:
         return TRADES(beta=self.beta, eps=self.eps, steps=self.steps,

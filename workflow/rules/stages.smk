@@ -36,6 +36,9 @@ rule train_teacher:
         store=STORE,
         out=lambda w, output: os.path.dirname(output.model),
         args=lambda w: SWEEP.teacher_args(w.dataset, w.teacher),
+    # teachers and their saliency gate every saliency-guided student: start them first,
+    # or the scheduler fills both cores with baselines and the SAT jobs queue up last
+    priority: 20
     threads: 1
     resources:
         gpu=1,
@@ -59,6 +62,7 @@ rule precompute_saliency:
         store=STORE,
         teacher=teacher_option,
         args=lambda w: SWEEP.source_args(w.source),
+    priority: 10
     threads: 1
     resources:
         gpu=1,

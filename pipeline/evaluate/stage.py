@@ -40,22 +40,10 @@ KEY = ["model_sha256", "split", "preset", "n", "eval_seed", "source_model", "vie
 
 def read_eval_split(store: str | Path, split: str, n: int | None):
     """``(x float [N,C,H,W] in [0,1], y long [N], index long [N], root attrs)`` of the store."""
-    try:
-        from pipeline.cache.store import read_split, store_info
-    except ImportError:  # the DATA helper's reader is not there: read zarr directly
-        read_split = None
-    if read_split is not None:
-        arrays, info = read_split(store, split, 0, n), store_info(store)
-        images, labels = arrays.images, arrays.labels
-    else:
-        import zarr
+    from pipeline.cache.store import read_split, store_info
 
-        from pipeline.cache import layout
-
-        root = zarr.open_group(str(store), mode="r")
-        images = np.asarray(root[layout.images_path(split)][slice(0, n)])
-        labels = np.asarray(root[layout.labels_path(split)][slice(0, n)])
-        info = dict(root.attrs)
+    arrays, info = read_split(store, split, 0, n), store_info(store)
+    images, labels = arrays.images, arrays.labels
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
     y = torch.from_numpy(np.asarray(labels).astype(np.int64))
     return x, y, torch.arange(len(y)), info

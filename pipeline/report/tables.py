@@ -174,14 +174,33 @@ def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool) -> pd.Dat
 
 def matching_clean(every: pd.DataFrame, attack_rows: pd.DataFrame) -> pd.DataFrame:
     """The clean rows of the same evaluations (model and n) as ``attack_rows``, so a
-    table never puts the clean accuracy of 500 images beside attacks on 20."""
+    table never puts the clean accuracy of 500 images beside attacks on 20.
+
+    A defence evaluated in several views (SAD: adaptive, adaptive_bpda, nonadaptive and
+    their worst case ``all``) gets its clean row once per view: the views differ only in
+    what the attack sees, never in the clean forward pass, so every row shows it.
+    """
     key = [c for c in ("model_sha256", "model", "n") if c in every]
     clean = every[every["attack"] == "clean"]
-    want = attack_rows[key].drop_duplicates()
-    clean = clean.merge(want, on=key, how="inner") if len(want) else clean.iloc[:0]
     sort = [c for c in ("created",) if c in clean]
     clean = clean.sort_values(sort, kind="stable") if sort else clean
-    return clean.drop_duplicates(key, keep="last")
+    clean = clean.drop_duplicates(key, keep="last")
+    views = ["view"] if "view" in attack_rows and "view" in clean else []
+    want = attack_rows[key + views].drop_duplicates()
+    if not len(want):
+        return clean.iloc[:0]
+    if views:
+        # one clean row per view; the row label ends in its view (method_label)
+        own = clean["view"].fillna("")
+        if "row" in clean:
+            base = [r[: -len(f" <{v}>")] if v else r for r, v in zip(clean["row"], own)]
+            clean = clean.assign(row=base)
+        out = clean.drop(columns=["view"]).merge(want, on=key, how="inner")
+        if "row" in out:
+            out["row"] = [r + (f" <{v}>" if v else "")
+                          for r, v in zip(out["row"], out["view"].fillna(""))]
+        return out
+    return clean.merge(want, on=key, how="inner")
 
 
 def _column_order(cols) -> list[str]:

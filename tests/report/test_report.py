@@ -99,3 +99,33 @@ def test_tables_take_clean_accuracy_from_the_same_evaluation():
     aa = tables["cifar10 / resnet10 / test: single-budget attacks, preset sip (n = 20)"]
     assert aa.loc["standard", "clean"] == "50.00"
     assert aa.loc["standard", "autoattack 1/255"] == "30.00"
+
+
+def test_every_view_of_a_defence_shows_its_clean_accuracy():
+    """SAD is scored in several views; the clean forward pass is the same in each, so
+    every view's row (and the worst case over views, ``all``) carries the clean cell."""
+    from pipeline.report.tables import accuracy_tables
+
+    base = {"dataset": "cifar10", "split": "test", "arch": "resnet10", "method": "sad",
+            "params": "{}", "teacher": "", "saliency_sources": "[]", "seed": 0,
+            "model": "sad/seed0", "model_sha256": "ab", "n": 500, "metric": "accuracy",
+            "flags": "[]", "preset": "pgd20", "attack_params": "{}"}
+    rows = []
+    for t, view in enumerate(("adaptive", "nonadaptive")):
+        rows.append({**base, "view": view, "attack": "clean", "eps": 0.0, "value": 0.258,
+                     "created": f"2026-01-0{t + 1}"})
+        for k in (4, 8):
+            rows.append({**base, "view": view, "attack": "pgd20", "eps": k / 255,
+                         "value": (0.23 - 0.01 * k) if view == "adaptive" else 0.05,
+                         "created": f"2026-01-0{t + 1}"})
+    for k in (4, 8):
+        rows.append({**base, "view": "all", "attack": "worst_case", "eps": k / 255,
+                     "value": 0.04, "created": "2026-01-03",
+                     "attack_params": json.dumps({"of": ["pgd20"]})})
+    tables = accuracy_tables(pd.DataFrame(rows), paper=pd.DataFrame())
+    pgd = next(t for name, t in tables.items() if name.endswith("pgd20 (n = 500)"))
+    worst = next(t for name, t in tables.items() if "worst_case" in name)
+    assert pgd.loc["sad <adaptive>", "clean"] == pgd.loc["sad <nonadaptive>", "clean"] == "25.80"
+    assert pgd.loc["sad <adaptive>", "8/255"] == "15.00"
+    assert worst.loc["sad <all>", "clean"] == "25.80"
+    assert worst.loc["sad <all>", "8/255"] == "4.00"

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from pipeline.report.tables import latest_rows, matching_clean, method_label
+from pipeline.report.tables import add_labels, latest_rows, matching_clean
 
 
 def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
@@ -21,8 +21,7 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     combines different attacks at different budgets (see its table). Returns the files.
     """
     every = results[results["metric"] == "accuracy"].copy()
-    every["row"] = method_label(every)
-    acc = latest_rows(every)
+    acc = latest_rows(add_labels(every))
     written = []
     for (ds, arch), g in acc.groupby(["dataset", "arch"], dropna=False):
         attacks = [a for a, ga in g.groupby("attack", sort=False)

@@ -33,10 +33,22 @@ def method_label(df: pd.DataFrame) -> pd.Series:
                 extra[method == m] = rows.map(lambda p, keys=tuple(varying): " (" + ", ".join(
                     f"{k}={p.get(k)}" for k in keys) + ")")
     src = df["saliency_sources"].fillna("[]").map(lambda s: ",".join(json.loads(s) or []))
-    label = method + extra + src.map(lambda s: f" [{s}]" if s else "")
-    if "view" in df:  # SAD evaluation: non-adaptive / adaptive views of one model
-        label = label + df["view"].fillna("").map(lambda v: f" <{v}>" if v else "")
-    return label
+    return method + extra + src.map(lambda s: f" [{s}]" if s else "")
+
+
+def with_view(label: pd.Series, view: pd.Series | None) -> pd.Series:
+    """``label <view>`` for a defence scored in several views (SAD), ``label`` otherwise."""
+    if view is None:
+        return label
+    return label + view.fillna("").map(lambda v: f" <{v}>" if v else "")
+
+
+def add_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``label`` (:func:`method_label`) and the table row ``row`` (label and
+    view), in place."""
+    df["label"] = method_label(df)
+    df["row"] = with_view(df["label"], df.get("view"))
+    return df
 
 
 def column_label(attack: str, eps: float) -> str:
@@ -111,8 +123,7 @@ def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) ->
     the worst case gets one per preset."""
     paper = load_paper_tables() if paper is None else paper
     every = results[results["metric"] == "accuracy"].copy()
-    every["row"] = method_label(every)
-    acc = latest_rows(every)
+    acc = latest_rows(add_labels(every))
     out = {}
     for (ds, arch, split), g in acc.groupby(["dataset", "arch", "split"], dropna=False, sort=False):
         for name, ga in _table_groups(g):
@@ -190,15 +201,9 @@ def matching_clean(every: pd.DataFrame, attack_rows: pd.DataFrame) -> pd.DataFra
     if not len(want):
         return clean.iloc[:0]
     if views:
-        # one clean row per view; the row label ends in its view (method_label)
-        own = clean["view"].fillna("")
-        if "row" in clean:
-            base = [r[: -len(f" <{v}>")] if v else r for r, v in zip(clean["row"], own)]
-            clean = clean.assign(row=base)
         out = clean.drop(columns=["view"]).merge(want, on=key, how="inner")
-        if "row" in out:
-            out["row"] = [r + (f" <{v}>" if v else "")
-                          for r, v in zip(out["row"], out["view"].fillna(""))]
+        if "label" in out:  # the row names the view it now stands in
+            out["row"] = with_view(out["label"], out["view"])
         return out
     return clean.merge(want, on=key, how="inner")
 
@@ -224,7 +229,7 @@ def metric_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     m = latest_rows(results[results["metric"] != "accuracy"])
     if m.empty:
         return {}
-    m["row"] = method_label(m)
+    add_labels(m)
     m["col"] = [f"{format_budget(e)} {k}" for e, k in zip(m["eps"], m["metric"])]
     out = {}
     for attack, g in m.groupby("attack", sort=False):

@@ -31,7 +31,7 @@ def list_registries() -> None:
 
     Reads nothing, writes only to stdout: one heading per registry, one name per line.
     """
-    from pipeline.registries import all_registries
+    from pipeline.stages.listing import all_registries
 
     for title, registry in all_registries():
         click.echo(f"{title}:")
@@ -70,7 +70,7 @@ def prepare_data(dataset, root, out, resolution, params, chunk, overwrite) -> No
     """
     from pipeline.config import ConfigError, build_method
     from pipeline.data import DATASETS, DataError
-    from pipeline.data.stage import run_prepare_data
+    from pipeline.stages.prepare_data import run_prepare_data
 
     kw = _parse_params(params)
     kw.update({k: v for k, v in (("root", root and str(root)), ("resolution", resolution))
@@ -91,8 +91,8 @@ def _train_cfg(config: Path | None, overrides: dict, sets: tuple[str, ...]):
     """TrainConfig from ``--config`` YAML, ``--set key.path=value`` and explicit options."""
     import yaml
 
+    from pipeline.stages.train import params_from_pairs
     from pipeline.train.config import train_config_from
-    from pipeline.train.stage import params_from_pairs
 
     data = {}
     if config is not None:
@@ -156,7 +156,7 @@ def train_cmd(ctx, store, out, arch, width, config, epochs, batch_size, lr, seed
     test split (per-epoch clean accuracy); writes the run directory OUT. Resumes a
     killed run; a finished identical run is skipped.
     """
-    from pipeline.train.stage import params_from_pairs, run_train
+    from pipeline.stages.train import params_from_pairs, run_train
 
     over = {"net.arch": arch, "net.width": width, "epochs": epochs,
             "batch_size": batch_size, "opt.lr": lr, "seed": seed, "stream": stream}
@@ -181,7 +181,7 @@ def train_teacher_cmd(ctx, store, out, arch, width, config, epochs, batch_size, 
     Reads STORE's train and test splits; writes OUT/model.pt, model.json (sidecar),
     metrics.jsonl and config.yaml (sparse: also OUT/dense/).
     """
-    from pipeline.train.stage import params_from_pairs, run_train_teacher
+    from pipeline.stages.train import params_from_pairs, run_train_teacher
 
     over = {"net.width": width, "epochs": epochs, "batch_size": batch_size,
             "opt.lr": lr, "seed": seed}
@@ -221,8 +221,8 @@ def precompute_saliency(ctx, store, split, teacher, method, params, target, sour
     Reads the split's images/labels (or annotations) and the teacher checkpoint; writes
     <split>/saliency/<source>/{map,sign,mask[,bbox]} into the store, chunk by chunk.
     """
-    from pipeline.cache.precompute import PrecomputeConfig, run_precompute
-    from pipeline.seed import resolve_device
+    from pipeline.core.seeds import resolve_device
+    from pipeline.stages.precompute_saliency import PrecomputeConfig, run_precompute
 
     cfg = PrecomputeConfig(split=split, teacher=teacher, method=method, source=source,
                            params=_parse_params(params), target=target, batch_size=batch_size,
@@ -254,7 +254,7 @@ def cache_info_cmd(store, as_json) -> None:
     """
     import json
 
-    from pipeline.cache.info import cache_info, format_info
+    from pipeline.stages.cache_info import cache_info, format_info
 
     try:
         info = cache_info(store)
@@ -276,8 +276,8 @@ def cache_verify_cmd(ctx, store, split, source, sample, teacher) -> None:
 
     Reads the store and the recorded teachers; writes nothing.
     """
-    from pipeline.cache.verify import run_verify
-    from pipeline.seed import resolve_device
+    from pipeline.core.seeds import resolve_device
+    from pipeline.stages.cache_verify import run_verify
 
     try:
         report = run_verify(store, split, source, sample=sample, teacher=teacher,
@@ -304,7 +304,7 @@ def cache_export_cmd(store, out, split, source) -> None:
 
     Reads the store; writes --to.
     """
-    from pipeline.cache.export import run_export
+    from pipeline.stages.cache_export import run_export
 
     try:
         res = run_export(store, out, split=split, source=source)
@@ -325,7 +325,7 @@ def show_saliency(store, source, split, n, start, out) -> None:
 
     Reads the store; writes the PNG --out.
     """
-    from pipeline.cache.gallery import run_show_saliency
+    from pipeline.stages.show_saliency import run_show_saliency
 
     try:
         res = run_show_saliency(store, source, out, split=split, n=n, start=start)
@@ -365,7 +365,7 @@ def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_m
     (one row per attack x eps x metric: accuracy, Kendall's tau, flags). A second run
     with the same model, split, preset, n and seed does nothing unless --force.
     """
-    from pipeline.evaluate import run_evaluate
+    from pipeline.stages.evaluate import run_evaluate
 
     summary = run_evaluate(model_dir, store, split, preset, out, ctx.obj["device"], n=n,
                            batch_size=batch_size, seed=seed, source_model=source_model,
@@ -396,7 +396,7 @@ def report(results, runs, gallery, gallery_store, gallery_source, gallery_split,
     Reads the results tables, data/paper_tables/*.csv, optional run directories, gallery
     PNGs and cached saliency sources; writes the folder --out (replaced atomically).
     """
-    from pipeline.report import run_report
+    from pipeline.stages.report import run_report
 
     # `--results R1 R2 ...`: click options take one value, the rest arrive as arguments
     summary = run_report([*results, *more_results], out, runs=list(runs),
@@ -447,7 +447,8 @@ def sad_calibrate(ctx, model_dir, store, out, ratio, attack, attack_params, sali
     (recalibrated weights + sidecar 'wrapper: sad'), loaded as the whole SAD model by
     load_model / salpipe evaluate. Only BN running statistics change. Idempotent.
     """
-    from pipeline.sad import SADCalibration, run_sad_calibrate
+    from pipeline.sad import SADCalibration
+    from pipeline.stages.sad_calibrate import run_sad_calibrate
 
     def go():
         cfg = SADCalibration(

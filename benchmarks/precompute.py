@@ -3,7 +3,7 @@ per-image loops of the public SAT code, measured side by side in one run.
 
     .venv/bin/python benchmarks/precompute.py [--threads 1] [--batch 256] [--device cpu]
 
-Teacher: ``resnet10`` width 16 (the CPU profile's narrow teacher), 10 classes, random
+Teacher: ``resnet10`` width 16 (the CPU sweep's narrow teacher), 10 classes, random
 weights (throughput does not depend on training), on a batch of CIFAR-10 images from
 ``../shared/data/cifar10`` (random images when absent). For every method it prints
 images/s and two ratios:

@@ -50,8 +50,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
 
     from pipeline.config import build_method
+    from pipeline.core.seeds import resolve_device
     from pipeline.models import build_model
-    from pipeline.seed import resolve_device
     from pipeline.train import TRAINING, Batch, StepContext
 
     dev = resolve_device(a.device)

@@ -13,7 +13,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same RNG state (captum's BaseTest does the same)."""
-    from pipeline.seed import seed_everything
+    from pipeline.core.seeds import seed_everything
 
     seed_everything(0)
     torch.set_num_threads(1)

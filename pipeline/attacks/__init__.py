@@ -4,7 +4,7 @@ Metric-producing attacks (``aai``, ``isa``) also define
 ``example_metrics(model, x, x_adv, y) -> {name: Tensor[N]}`` (NaN = excluded example).
 """
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 ATTACKS = Registry("attack")
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.core.seeds import derive_seed
+
 BN_MODES = ("eval", "train")
 
 # Per-call state (not attack state: attack objects are frozen and shared).
@@ -56,10 +58,8 @@ class Attack(ABC):
         if index is not None:
             if index.shape != (x.shape[0],):
                 raise ValueError(f"index must have shape [{x.shape[0]}], got {tuple(index.shape)}")
-            streams = [
-                torch.Generator().manual_seed(int(seed) * 1_000_003 + int(i))
-                for i in index.tolist()
-            ]
+            streams = [torch.Generator().manual_seed(derive_seed(seed, i))
+                       for i in index.tolist()]
         token, seed_token = _STREAMS.set(streams), _SEED.set(int(seed))
         try:
             return self.perturb_with_mode(model, x, y)

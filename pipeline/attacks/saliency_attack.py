@@ -10,7 +10,8 @@ from torch import nn
 
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.base import Attack
-from pipeline.config import budget_field
+from pipeline.config import budget_field, build_method
+from pipeline.saliency import SALIENCY
 
 
 @ATTACKS.register("saliency")
@@ -38,13 +39,10 @@ class SaliencyAttack(Attack):
     bn_mode: str = "eval"
 
     def __post_init__(self):
-        from pipeline.saliency import SALIENCY
 
         SALIENCY.get(self.method)  # unknown names fail at config time, listing the names
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from pipeline.config import build_method
-        from pipeline.saliency import SALIENCY
 
         sal = build_method(SALIENCY, self.method, self.method_params, "saliency.method")
         attr = sal.attribute(model, x, y)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -11,15 +10,7 @@ from torch import nn
 
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.base import Attack
-from pipeline.config import budget_field
-
-
-@lru_cache(maxsize=4)
-def _load_source(path: str, device: str) -> nn.Module:
-    from pipeline.train.checkpoint import load_model
-
-    model, _ = load_model(path, device=device)
-    return model
+from pipeline.config import budget_field, build_method
 
 
 @ATTACKS.register("transfer")
@@ -29,12 +20,14 @@ class Transfer(Attack):
 
     The target model is never queried while crafting (a black-box transfer attack;
     Carlini et al. 2019 ask for one). The evaluation stage fills ``source`` from
-    ``salpipe evaluate --source-model DIR`` when a preset leaves it empty.
+    ``salpipe evaluate --source-model DIR`` when a preset leaves it empty, and hands the
+    loaded model in as ``source_model`` (an attack loads no checkpoint itself).
 
     Args:
         eps: l-inf budget (passed to the inner attack).
-        source: run directory (or ``model.pt``) of the source model, read with
-            ``pipeline.train.checkpoint.load_model``.
+        source: run directory (or ``model.pt``) of the source model: what the results
+            record; the evaluation stage loads it.
+        source_model: the loaded source model (not part of the attack's identity).
         attack: inner attack name from ``ATTACKS`` (``pgd``).
         attack_params: the inner attack's parameters (``eps`` is set from ``eps``).
         bn_mode: BatchNorm mode of the source model while crafting.
@@ -48,6 +41,7 @@ class Transfer(Attack):
     attack: str = "pgd"
     attack_params: dict[str, Any] = field(default_factory=dict)
     bn_mode: str = "eval"
+    source_model: nn.Module | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.attack == "transfer":
@@ -56,17 +50,15 @@ class Transfer(Attack):
 
     def inner(self) -> Attack:
         """The attack run on the source model."""
-        from pipeline.config import build_method
-
         params = {**self.attack_params, "eps": self.eps}
         return build_method(ATTACKS, self.attack, params, "transfer.attack")
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if not self.source:
+        if self.source_model is None:
             raise ValueError(
                 "transfer attack has no source model: set params.source or pass "
                 "--source-model DIR to salpipe evaluate"
             )
-        src = _load_source(str(self.source), str(x.device))
+        src = self.source_model.to(x.device)
         # The inner call reuses this call's random streams (same seed, same indices).
         return self.inner().perturb_with_mode(src, x, y)

@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec
 
 from pipeline.cache import layout
 from pipeline.cache.bits import packed_width, unpack_bits
+from pipeline.cache.store import open_store
 
 KINDS = ("map", "sign", "mask", "bbox")
 ANNOTATION = "annotation"  # origin of the weak-saliency sources annotation.mask/.bbox
@@ -65,7 +67,6 @@ def open_group(url: str, mode: str = "r") -> zarr.Group:
         FileNotFoundError: no store at ``url``.
         ValueError: the store has another schema version.
     """
-    from pipeline.cache.store import open_store
 
     return open_store(_local_path(str(url)), mode)
 
@@ -180,7 +181,6 @@ def create_source(
     Empty chunks are written too (``write_empty_chunks``), so a missing chunk file always
     means lost data, which ``cache verify`` reports.
     """
-    from zarr.codecs import BloscCodec
 
     n, c, h, w = shape
     grp = group.require_group(layout.saliency_group(split, source))

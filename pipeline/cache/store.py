@@ -1,6 +1,6 @@
 """Opening and reading the per-data-set Zarr store (contracts.md, DESIGN.md section 3).
 
-The store is written by :func:`pipeline.data.stage.run_prepare_data`; these functions read
+The store is written by :func:`pipeline.stages.prepare_data.run_prepare_data`; these functions read
 it back. ``url`` may be a local path or any fsspec URL (``file://``, ``memory://``, ...).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import zarr
 
@@ -42,7 +43,6 @@ def _is_url(url: str | Path) -> bool:
 
 def _exists(url: str | Path) -> bool:
     if _is_url(url):
-        import fsspec
 
         fs, path = fsspec.core.url_to_fs(str(url))
         return fs.exists(path.rstrip("/") + "/zarr.json")

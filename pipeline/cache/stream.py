@@ -9,8 +9,9 @@ so a run resumed at batch ``k`` of an epoch sees exactly the batches it would ha
 Geometric augmentation (random crop with zero padding, horizontal flip) runs batched on
 the device and is applied with the same offsets and flips to the image and to every
 extra array of that image, so maps never drift from their images (the PART bug in
-notes/peers.md). A ``chunks`` mode for larger-than-memory data registers another class in
-:data:`STREAMS` with the same interface (``num_batches``, ``batches(epoch, start)``).
+notes/peers.md). The ``chunks`` mode (:mod:`pipeline.cache.stream_chunks`) has the same
+interface (``num_batches``, ``batches(epoch, start)``); :mod:`pipeline.cache.streams`
+registers both, and ``auto``, in :data:`~pipeline.cache.streams.STREAMS`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.registry import Registry
-from pipeline.train.method import Batch
-
-STREAMS = Registry("stream mode")
+from pipeline.cache.batch import Batch
+from pipeline.cache.sources import ExtraSource, open_extras, read_all
+from pipeline.cache.store import read_split
+from pipeline.core.seeds import derive_seed
 
 
 @dataclass(frozen=True)
@@ -40,17 +41,9 @@ class AugConfig:
     flip: bool = False
 
 
-def batch_seed(seed: int, epoch: int, batch: int) -> int:
-    """A 63-bit seed for one batch's random choices (SplitMix64-style mixing)."""
-    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + batch) & (2**64 - 1)
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
-    return (z ^ (z >> 31)) & (2**63 - 1)
-
-
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The epoch's shuffled order of ``range(n)`` (CPU, deterministic)."""
-    g = torch.Generator().manual_seed(batch_seed(seed, epoch, -1))
+    g = torch.Generator().manual_seed(derive_seed(seed, epoch, -1))
     return torch.randperm(n, generator=g)
 
 
@@ -91,7 +84,6 @@ def augment(
     return out
 
 
-@STREAMS.register("memory")
 class MemoryStream:
     """All arrays of a split resident in memory (host or device), shuffled per epoch.
 
@@ -153,15 +145,17 @@ class MemoryStream:
         saliency: Sequence[str] = (),
         masks: Sequence[str] = (),
         prepare=None,
+        extras: tuple[list[ExtraSource], list[ExtraSource]] | None = None,
         **kw,
     ) -> MemoryStream:
         """Load ``split`` (and the named cached sources) of a zarr store into memory;
-        ``prepare(name, array)``, when given, transforms each map source once."""
+        ``prepare(name, array)``, when given, transforms each map source once.
+        ``extras``: the sources already opened by
+        :func:`~pipeline.cache.sources.open_extras` (then not opened, nor checked, again)."""
         images, labels = read_split_arrays(store, split)
-        sal, msk = read_sources(store, split, saliency, masks)
-        if prepare is not None:
-            sal = {k: prepare(k, v) for k, v in sal.items()}
-        return cls(images, labels, saliency=sal, masks=msk, **kw)
+        maps, msk = extras or open_extras(store, split, saliency, masks, prepare)
+        n = len(labels)
+        return cls(images, labels, saliency=read_all(maps, n), masks=read_all(msk, n), **kw)
 
     def _extra(
         self, name: str, arr, n: int, dtype: torch.dtype | None = None
@@ -200,7 +194,7 @@ class MemoryStream:
         for k in range(start, self.num_batches):
             idx = perm[k * self.batch_size : (k + 1) * self.batch_size]
             yield self._batch(
-                idx, torch.Generator().manual_seed(batch_seed(self.seed, epoch, k))
+                idx, torch.Generator().manual_seed(derive_seed(self.seed, epoch, k))
             )
 
     def _batch(self, idx: torch.Tensor, gen: torch.Generator) -> Batch:
@@ -225,24 +219,5 @@ def read_split_arrays(store, split: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         KeyError: naming the missing split.
     """
-    from pipeline.cache.store import read_split
-
     arrays = read_split(store, split)
     return arrays.images, arrays.labels
-
-
-def read_sources(
-    store, split: str, saliency: Sequence[str] = (), masks: Sequence[str] = ()
-) -> tuple[dict, dict]:
-    """Cached saliency maps (float ``[N,C,H,W]``) and salience masks (bool
-    ``[N,1,H,W]``) of the named sources; a missing source raises, naming it."""
-    if not saliency and not masks:
-        return {}, {}
-    from pipeline.cache.saliency_store import read_saliency
-
-    sal = {s: read_saliency(store, split, s, kind="map") for s in saliency}
-    msk = {
-        s: np.asarray(read_saliency(store, split, s, kind="mask"))[:, None]
-        for s in masks
-    }
-    return sal, msk

@@ -15,6 +15,7 @@ the image and to every extra alike) with the same per-batch generator.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,8 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.cache.stream import STREAMS, AugConfig, augment, batch_seed
-from pipeline.train.method import Batch
+from pipeline.cache import layout
+from pipeline.cache.batch import Batch
+from pipeline.cache.sources import ExtraSource, open_extras
+from pipeline.cache.stream import AugConfig, augment
+from pipeline.core.seeds import derive_seed
 
 Reader = Any  # an array-like sliced as ``arr[a:b]`` or a callable ``(a, b) -> array``
 
@@ -37,7 +41,7 @@ def epoch_order(n: int, chunk: int, buffer_chunks: int, seed: int, epoch: int) -
     """The epoch's image order: chunks shuffled, then images shuffled within each group of
     ``buffer_chunks`` consecutive chunks of that order (deterministic)."""
     n_chunks = -(-n // chunk)
-    g = torch.Generator().manual_seed(batch_seed(seed, epoch, -2))
+    g = torch.Generator().manual_seed(derive_seed(seed, epoch, -2))
     chunk_perm = torch.randperm(n_chunks, generator=g).numpy()
     parts = []
     for gi in range(0, n_chunks, buffer_chunks):
@@ -48,7 +52,6 @@ def epoch_order(n: int, chunk: int, buffer_chunks: int, seed: int, epoch: int) -
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-@STREAMS.register("chunks")
 class ChunkStream:
     """Batches read chunk by chunk with a shuffle buffer and a prefetch thread.
 
@@ -88,17 +91,16 @@ class ChunkStream:
 
     @classmethod
     def from_store(cls, store, split: str, *, saliency: Sequence[str] = (),
-                   masks: Sequence[str] = (), prepare=None, **kw) -> ChunkStream:
+                   masks: Sequence[str] = (), prepare=None,
+                   extras: tuple[list[ExtraSource], list[ExtraSource]] | None = None,
+                   **kw) -> ChunkStream:
         """Stream ``split`` of an open zarr store chunk by chunk (chunk = the images'
         chunk length along N), with the named cached sources as maps (through
-        ``prepare(name, array)`` per chunk) and salience masks."""
-        from pipeline.cache import layout
-        from pipeline.train.sources import open_sources
-
+        ``prepare(name, array)`` per chunk) and salience masks. ``extras``: the sources
+        already opened by :func:`~pipeline.cache.sources.open_extras`."""
         images = store[layout.images_path(split)]
         labels = np.asarray(store[layout.labels_path(split)][...])
-        maps = open_sources(store, split, saliency, "map", prepare)
-        msk = open_sources(store, split, masks, "mask")
+        maps, msk = extras or open_extras(store, split, saliency, masks, prepare)
         stream = cls(images, labels, chunk=int(images.chunks[0]),
                      saliency={s.name: s.read for s in maps},
                      masks={s.name: s.read for s in msk}, **kw)
@@ -192,7 +194,7 @@ class ChunkStream:
         dev = self.device
         keys = ["images"] + ["s:" + s for s in self.saliency] + ["m:" + m for m in self.masks]
         parts = [torch.from_numpy(self._gather(idx, loaded, key)).to(dev) for key in keys]
-        gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, k))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch, k))
         parts = augment(parts, self.aug, gen)
         x = parts[0].float().div_(255)
         ns = len(self.saliency)
@@ -210,33 +212,8 @@ def choose_stream_mode(nbytes: int, device: torch.device | str, fraction: float 
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
-        import os
-
         try:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             free = 8 << 30
     return "memory" if nbytes <= fraction * free else "chunks"
-
-
-@STREAMS.register("auto")
-class AutoStream:
-    """``memory`` when the split's images plus the named sources fit (half the free
-    device or host memory, :func:`choose_stream_mode`), else ``chunks``; a factory only
-    (``from_store`` returns the chosen stream with its ``mode`` set)."""
-
-    @classmethod
-    def from_store(cls, store, split: str, *, saliency: Sequence[str] = (),
-                   masks: Sequence[str] = (), prepare=None, **kw):
-        from pipeline.cache import layout
-        from pipeline.train.sources import open_sources
-
-        images = store[layout.images_path(split)]
-        extras = open_sources(store, split, saliency, "map") + open_sources(
-            store, split, masks, "mask")
-        nbytes = int(np.prod(images.shape)) + sum(s.nbytes for s in extras)
-        mode = choose_stream_mode(nbytes, kw.get("device", "cpu"))
-        stream = STREAMS.get(mode).from_store(store, split, saliency=saliency, masks=masks,
-                                              prepare=prepare, **kw)
-        stream.mode = mode
-        return stream

@@ -14,7 +14,9 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from pipeline.budget import parse_budget
+import yaml
+
+from pipeline.core.budget import parse_budget
 
 T = TypeVar("T")
 
@@ -174,7 +176,6 @@ def parse_pairs(pairs, flag: str = "-p") -> dict[str, Any]:
     Values are YAML scalars (``5`` -> 5, ``true`` -> True, ``8/255`` stays a string for
     the budget parser); a pair without ``=`` is a :class:`ConfigError` naming it.
     """
-    import yaml
 
     out: dict[str, Any] = {}
     for pair in pairs:

@@ -1,6 +1,6 @@
 """What the Snakefile asks the package: the sweep's lists and each job's arguments.
 
-The Snakefile owns the path scheme and the rules; this module turns the active profile
+The Snakefile owns the path scheme and the rules; this module turns the active sweep
 into wildcard values and into the options of each ``salpipe`` command, so the command a
 job logs is the whole job (run it by hand and you get the same result).
 """
@@ -11,48 +11,51 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config.profile import Profile, kv_args, load_profile
+from pipeline.config.sweep import Registries, Sweep, kv_args, load_sweep
 
 
 @dataclass(frozen=True)
 class Dag:
-    """The active profile plus the top-level config (``config/config.yaml``)."""
+    """The active sweep plus the top-level config (``config/config.yaml``)."""
 
-    profile: Profile
+    sweep: Sweep
     data_root: str
     device: str = "auto"
     scheduler: str | None = None
 
     @classmethod
-    def from_config(cls, config: dict, profiles_dir: str | Path = "config/profiles") -> Dag:
-        name = config.get("profile", "tiny")
-        profile = load_profile(Path(profiles_dir) / f"{name}.yaml")
-        root = config.get("data_root") or profile.data_root
-        return cls(profile, root, config.get("device", "auto"), config.get("scheduler"))
+    def from_config(cls, config: dict, sweeps_dir: str | Path = "config/sweeps",
+                    registries: Registries | None = None) -> Dag:
+        """The DAG of ``config`` (``config/config.yaml``); ``registries`` check the
+        sweep's names (:func:`pipeline.stages.sweep.load_dag` hands them in)."""
+        name = config.get("sweep", "tiny")
+        sweep = load_sweep(Path(sweeps_dir) / f"{name}.yaml", registries=registries)
+        root = config.get("data_root") or sweep.data_root
+        return cls(sweep, root, config.get("device", "auto"), config.get("scheduler"))
 
     # -- lists for expand() and wildcard constraints ------------------------------------
 
     def datasets(self) -> list[str]:
-        return list(self.profile.datasets)
+        return list(self.sweep.datasets)
 
     def cells(self) -> list[tuple[str, str, int]]:
         """Every evaluated (dataset, model name, seed)."""
-        p = self.profile
+        p = self.sweep
         return [(d, s, seed) for d in p.datasets for s in p.students_for(d) for seed in p.seeds]
 
     def teacher_cells(self) -> list[tuple[str, str]]:
-        return [(d, t) for d in self.profile.datasets for t in self.profile.teachers_for(d)]
+        return [(d, t) for d in self.sweep.datasets for t in self.sweep.teachers_for(d)]
 
     def source_cells(self) -> list[tuple[str, str]]:
-        return [(d, s) for d in self.profile.datasets for s in self.profile.sources_for(d)]
+        return [(d, s) for d in self.sweep.datasets for s in self.sweep.sources_for(d)]
 
     def is_sad(self, name: str) -> bool:
-        return name in self.profile.sad
+        return name in self.sweep.sad
 
     # -- per-job arguments --------------------------------------------------------------
 
     def prepare_args(self, dataset: str) -> str:
-        spec = self.profile.datasets[dataset]
+        spec = self.sweep.datasets[dataset]
         args = [f"--dataset {spec.adapter}"]
         if spec.root is not None:
             args.append(f"--root {shlex.quote(str(Path(self.data_root) / spec.root))}")
@@ -60,16 +63,16 @@ class Dag:
 
     def _test_split(self, dataset: str) -> str:
         """Per-epoch clean accuracy is measured on the data set's evaluation split."""
-        return f"-s test_split={self.profile.datasets[dataset].eval_split}"
+        return f"-s test_split={self.sweep.datasets[dataset].eval_split}"
 
     def teacher_args(self, dataset: str, teacher: str) -> str:
-        t = self.profile.teachers[teacher]
+        t = self.sweep.teachers[teacher]
         width = f" --width {t.width}" if t.width is not None else ""
         return (f"--arch {t.arch}{width} --mode {t.mode} --config {shlex.quote(t.train)} "
                 f"{self._test_split(dataset)} " + kv_args("-p", t.params)).strip()
 
     def teacher_config(self, teacher: str) -> str:
-        return self.profile.teachers[teacher].train
+        return self.sweep.teachers[teacher].train
 
     def source_teacher(self, source: str) -> str | None:
         origin = source.partition(".")[0]
@@ -77,7 +80,7 @@ class Dag:
 
     def source_args(self, source: str) -> str:
         """Options of precompute-saliency besides store, split and teacher."""
-        spec = self.profile.saliency[source]
+        spec = self.sweep.saliency[source]
         if self.source_teacher(source) is None:
             return f"--source {source}"
         method = spec.method or source.partition(".")[2]
@@ -87,10 +90,10 @@ class Dag:
         return " ".join(args + [kv_args("-p", spec.params)]).strip()
 
     def student_sources(self, student: str) -> list[str]:
-        return list(self.profile.students[student].saliency)
+        return list(self.sweep.students[student].saliency)
 
     def student_args(self, dataset: str, student: str, seed: int) -> str:
-        s, net = self.profile.students[student], self.profile.student
+        s, net = self.sweep.students[student], self.sweep.student
         width = f" --width {net.width}" if net.width is not None else ""
         sal = " ".join(f"--saliency {src}" for src in s.saliency)
         return " ".join(x for x in [
@@ -100,13 +103,13 @@ class Dag:
         ] if x)
 
     def student_config(self) -> str:
-        return self.profile.student.train
+        return self.sweep.student.train
 
     def sad_base(self, name: str) -> str:
-        return self.profile.sad[name].base
+        return self.sweep.sad[name].base
 
     def sad_args(self, name: str) -> str:
-        s = self.profile.sad[name]
+        s = self.sweep.sad[name]
         args = [f"--ratio {s.ratio}", f"--attack {s.attack}", kv_args("-p", s.attack_params),
                 f"--saliency {s.saliency}", f"--normalise {s.normalise}"]
         args += [] if s.bn_update else ["--no-bn-update"]
@@ -114,7 +117,7 @@ class Dag:
         return " ".join(a for a in args if a)
 
     def eval_args(self, dataset: str) -> str:
-        e = self.profile.evaluate
-        split = self.profile.datasets[dataset].eval_split
+        e = self.sweep.evaluate
+        split = self.sweep.datasets[dataset].eval_split
         n = f" --n {e.n}" if e.n else ""
         return f"--preset {e.preset} --split {split}{n} --batch-size {e.batch_size}"

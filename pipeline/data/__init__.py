@@ -2,10 +2,10 @@
 ``shapes``) and yields images, labels and, where the data set has them, masks and boxes.
 
 The interface every adapter follows is described in :mod:`pipeline.data.base`; the stage
-that writes a data set into the Zarr cache is :func:`pipeline.data.stage.run_prepare_data`.
+that writes a data set into the Zarr cache is :func:`pipeline.stages.prepare_data.run_prepare_data`.
 """
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 DATASETS = Registry("dataset")
 

@@ -131,7 +131,7 @@ def mask_boxes(masks: np.ndarray) -> np.ndarray:
 @DATASETS.register("shapes")
 @dataclass(frozen=True)
 class ShapesConfig(DatasetAdapter):
-    """Synthetic shapes (the ``tiny`` profile's data set); masks and boxes are exact.
+    """Synthetic shapes (the ``tiny`` sweep's data set); masks and boxes are exact.
 
     Args:
         resolution: image side in pixels.

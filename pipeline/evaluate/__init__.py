@@ -1,10 +1,11 @@
-"""Robust evaluation: the protocol, presets, the results table and saliency metrics."""
+"""Robust evaluation: the protocol, presets, the views of a defence, the results table and
+saliency metrics. The stage that loads a checkpoint is :mod:`pipeline.stages.evaluate`."""
 
 from pipeline.evaluate.presets import AttackRun, load_presets
 from pipeline.evaluate.robust import evaluate_robust, sanity_checks
-from pipeline.evaluate.stage import evaluate_to_table, read_results, run_evaluate
+from pipeline.evaluate.table import evaluate_to_table, read_results
 
 __all__ = [
     "AttackRun", "evaluate_robust", "evaluate_to_table", "load_presets", "read_results",
-    "run_evaluate", "sanity_checks",
+    "sanity_checks",
 ]

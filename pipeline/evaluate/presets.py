@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.budget import parse_budget
+from pipeline.attacks import ATTACKS
 from pipeline.config import ConfigError, build_method
+from pipeline.core.budget import parse_budget
 
 DEFAULT_PRESETS = Path(__file__).resolve().parents[2] / "config" / "presets.yaml"
 
@@ -30,8 +31,6 @@ class AttackRun:
 
     def build(self, extra: dict | None = None):
         """The attack object (``ATTACKS``), ``eps`` and ``extra`` merged into ``params``."""
-        from pipeline.attacks import ATTACKS
-
         params = {**self.params, **(extra or {})}
         if self.eps is not None:
             params["eps"] = self.eps

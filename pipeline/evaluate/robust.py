@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.attacks.base import collect_flags, raise_flag
+from pipeline.attacks.square import import_autoattack, reset_dynamic_check
 from pipeline.evaluate.presets import AttackRun
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[st
     gradients, dynamic defence = optimisation at inference time) and adds its own
     determinism check so the flag is raised even without AutoAttack.
     """
-    from pipeline.attacks.square import import_autoattack, reset_dynamic_check
 
     aa = import_autoattack()
     checks = aa.checks

@@ -6,7 +6,7 @@ Every model normalises its input itself (pixels in [0, 1] go in), uses its own
 linear layer after global average pooling), so CAM is defined for all of them.
 """
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 MODELS = Registry("model")
 

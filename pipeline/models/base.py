@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pipeline.models import MODELS
+
 
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` inside the model, so everything outside works on [0, 1]."""
@@ -53,7 +55,6 @@ def build_model(
     std: Sequence[float] = (0.25, 0.25, 0.25),
 ) -> ImageClassifier:
     """Build ``arch`` from the registry; ``width`` None keeps the architecture's default."""
-    from pipeline.models import MODELS
 
     kw = {"mean": tuple(mean), "std": tuple(std)}
     if width is not None:

@@ -1,7 +1,7 @@
 """CIFAR-style ResNets (He et al. 2016): 3x3 stem, no max-pool, GAP, one linear layer.
 
 ``width`` is the first stage's channel count (64 in the papers); stages double it,
-so ``width=16`` gives the narrow 16-32-64-128 ResNet-10 of the CPU profiles.
+so ``width=16`` gives the narrow 16-32-64-128 ResNet-10 of the CPU sweeps.
 """
 
 from __future__ import annotations

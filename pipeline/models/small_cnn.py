@@ -1,4 +1,4 @@
-"""A small CNN for smoke tests and the smallest profiles (conv-BN-ReLU x4, GAP, linear)."""
+"""A small CNN for smoke tests and the smallest sweeps (conv-BN-ReLU x4, GAP, linear)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
-"""The report: paper-style tables with published numbers beside ours, curves, costs, flags."""
+"""The report: paper-style tables with published numbers beside ours, curves, costs, flags.
 
-from pipeline.report.stage import read_training_cost, run_report
+It reads result tables (and training runs' ``metrics.jsonl``) only; the stage that also
+draws saliency galleries is :mod:`pipeline.stages.report`.
+"""
 
-__all__ = ["read_training_cost", "run_report"]
+from pipeline.report.render import read_training_cost, render_report
+
+__all__ = ["read_training_cost", "render_report"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.budget import format_budget
+from pipeline.core.budget import format_budget
 
 PAPER_TABLES = Path(__file__).resolve().parents[2] / "data" / "paper_tables"
 

@@ -1,14 +1,28 @@
 """SAD, the saliency adversarial defence with BatchNorm recalibration (paper 001).
 
 ``calibrate`` (Alg. 1 model update: BN statistics of processed adversarial training
-data), ``model`` (the inference-time wrapper, exact or BPDA gradients), ``stage``
-(``run_sad_calibrate``, ``load_sad_model``) and ``evaluate`` (attack views:
-adaptive / adaptive_bpda / nonadaptive, sanity-curve checks).
+data) and ``model`` (the inference-time wrapper, exact or BPDA gradients). The stage is
+:mod:`pipeline.stages.sad_calibrate`; the attack views of a defence are
+:mod:`pipeline.evaluate.views`.
+
+:data:`WRAPPERS` maps a checkpoint sidecar's ``wrapper`` block name to the factory
+``(network, block) -> nn.Module`` that rebuilds the defence around the inner network
+(:func:`pipeline.stages.loading.load_model` calls it).
 """
 
-from pipeline.sad.calibrate import SADCalibration, calibrate, recalibrate_bn
-from pipeline.sad.model import SADModel, SADSpec, normalise_map
-from pipeline.sad.stage import load_sad_model, run_sad_calibrate
+from pipeline.core.registry import Registry
 
-__all__ = ["SADCalibration", "SADModel", "SADSpec", "calibrate", "load_sad_model",
-           "normalise_map", "recalibrate_bn", "run_sad_calibrate"]
+WRAPPERS = Registry("model wrapper")
+
+from pipeline.sad.calibrate import SADCalibration, calibrate, recalibrate_bn
+from pipeline.sad.model import SADModel, SADSpec, normalise_map, spec_from_meta
+
+
+@WRAPPERS.register("sad")
+def wrap_sad(network, wrapper: dict) -> SADModel:
+    """The SAD defence around ``network`` as the sidecar's ``wrapper`` block says."""
+    return SADModel(network, spec_from_meta(wrapper))
+
+
+__all__ = ["WRAPPERS", "SADCalibration", "SADModel", "SADSpec", "calibrate",
+           "normalise_map", "recalibrate_bn", "spec_from_meta"]

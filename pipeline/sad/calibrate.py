@@ -33,6 +33,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pipeline.attacks import ATTACKS
+from pipeline.cache.stream import MemoryStream
+from pipeline.config import build_method
 from pipeline.sad.model import SADModel, SADSpec
 
 log = logging.getLogger(__name__)
@@ -91,8 +94,6 @@ class SADCalibration:
                        grad_mode=self.grad_mode, add_saliency=self.add_saliency)
 
     def build_attack(self):
-        from pipeline.attacks import ATTACKS
-        from pipeline.config import build_method
 
         return build_method(ATTACKS, self.attack, dict(self.attack_params), "sad.attack")
 
@@ -159,7 +160,6 @@ def calibrate(model: nn.Module, images, labels, cfg: SADCalibration,
         ``(network Phi1 in eval mode, batches used)``; with ``bn_update`` False, Phi1 is
         an unchanged copy of Phi0 and 0 batches are used.
     """
-    from pipeline.cache.stream import MemoryStream
 
     original = copy.deepcopy(model).eval()
     for p in original.parameters():

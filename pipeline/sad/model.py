@@ -21,11 +21,14 @@ exactly as at calibration. The paper does not say how maps are normalised; ``max
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
+
+from pipeline.config import build_method
+from pipeline.saliency import SALIENCY
 
 GRAD_MODES = ("exact", "bpda")
 NORMALISATIONS = ("maxabs", "minmax", "sign", "raw")
@@ -82,7 +85,6 @@ class SADSpec:
     add_saliency: bool = True
 
     def __post_init__(self):
-        from pipeline.saliency import SALIENCY
 
         if self.grad_mode not in GRAD_MODES:
             raise ValueError(f"SAD grad_mode must be one of {GRAD_MODES}, not "
@@ -145,8 +147,6 @@ class SADModel(nn.Module):
         self.spec = spec
         self._method = None
         if spec.active and spec.saliency != "grad":
-            from pipeline.config import build_method
-            from pipeline.saliency import SALIENCY
 
             self._method = build_method(SALIENCY, spec.saliency, dict(spec.saliency_params),
                                         "sad.saliency")
@@ -196,19 +196,6 @@ class SADModel(nn.Module):
 
 def spec_from_meta(wrapper: dict) -> SADSpec:
     """The :class:`SADSpec` of a sidecar's ``wrapper`` block (unknown keys ignored)."""
-    from dataclasses import fields
 
     names = {f.name for f in fields(SADSpec)}
     return SADSpec(**{k: v for k, v in wrapper.items() if k in names})
-
-
-def _register() -> None:
-    from pipeline.models.wrappers import WRAPPERS
-
-    @WRAPPERS.register("sad")
-    def wrap_sad(network: nn.Module, wrapper: dict) -> SADModel:
-        """The SAD defence around ``network`` as the sidecar's ``wrapper`` block says."""
-        return SADModel(network, spec_from_meta(wrapper))
-
-
-_register()

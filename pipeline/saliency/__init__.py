@@ -10,7 +10,7 @@ Registered: ``grad``, ``gbp``, ``gradcam``, ``gradcampp``, ``gradcampp_box`` (al
 :mod:`~pipeline.saliency.metrics` (energy inside the object mask).
 """
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 SALIENCY = Registry("saliency method")
 

@@ -10,6 +10,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from pipeline.saliency.transforms import salience_mask
+
 TARGETS = ("label", "pred")
 
 
@@ -84,7 +86,6 @@ class SaliencyMethod(ABC):
         (SIP-AT's rule, :func:`pipeline.saliency.transforms.salience_mask`); methods
         whose map already is a set (``sip_topk``, box methods) override it.
         """
-        from pipeline.saliency.transforms import salience_mask
 
         return salience_mask(attr)
 

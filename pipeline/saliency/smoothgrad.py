@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.config import build_method
 from pipeline.saliency import SALIENCY
 from pipeline.saliency.base import SaliencyMethod, auto_batch
 
@@ -42,7 +43,6 @@ class SmoothGrad(SaliencyMethod):
     per_image = False  # the noise is drawn for the whole batch
 
     def __post_init__(self):
-        from pipeline.config import build_method
 
         if self.base == "smoothgrad":
             raise ValueError("smoothgrad cannot wrap itself")

@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,6 @@ def box_from_map(saliency: torch.Tensor, threshold: float = 0.5) -> torch.Tensor
     Returns:
         long tensor ``[N, 4]`` of inclusive corners ``(x0, y0, x1, y1)``.
     """
-    from scipy import ndimage
 
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")

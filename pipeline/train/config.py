@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pipeline.cache import STREAMS
 from pipeline.cache.stream import AugConfig
 from pipeline.config import ConfigError, from_dict
 
@@ -98,7 +99,7 @@ class TrainConfig:
         test_limit: use only the first N images of that split (0 = all; the full
             evaluation is a later stage, this is a progress signal).
         drop_last: drop the last partial training batch.
-        stream: how the training split is streamed (a ``pipeline.cache.stream.STREAMS``
+        stream: how the training split is streamed (a ``pipeline.cache.STREAMS``
             name): ``memory`` loads it whole into RAM / device memory, ``chunks`` reads
             whole chunks in random order through a shuffle buffer, ``auto`` (default)
             takes ``memory`` when the arrays fit.
@@ -125,9 +126,6 @@ class TrainConfig:
     def __post_init__(self):
         if self.bn_mode not in ("eval", "train"):
             raise ValueError(f"bn_mode must be eval or train, not {self.bn_mode!r}")
-        import pipeline.cache.stream_chunks  # noqa: F401  (registers chunks and auto)
-        from pipeline.cache.stream import STREAMS
-
         if self.stream not in STREAMS:
             raise ValueError(
                 f"stream {self.stream!r} unknown; known: {', '.join(STREAMS.names())}"

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import to_dict
-from pipeline.train.checkpoint import (
+from pipeline.models.checkpoint import (
     atomic_torch_save,
     atomic_write_bytes,
     save_checkpoint,

@@ -8,29 +8,16 @@ inputs it needs (STYLE.md section 5).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from pipeline.cache.batch import Batch
+
 BN_MODES = ("eval", "train")
 
-
-@dataclass
-class Batch:
-    """One training batch, already on the device and augmented.
-
-    Shape:
-        x: ``[B, C, H, W]`` float in [0, 1]; y: ``[B]`` long; index: ``[B]`` long (data
-        set indices, for per-image state); saliency: source -> float ``[B, C, H, W]``
-        (augmented exactly like x); masks: source -> bool ``[B, 1, H, W]``.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    index: torch.Tensor
-    saliency: dict[str, torch.Tensor] = field(default_factory=dict)
-    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+__all__ = ["BN_MODES", "Batch", "StepContext", "TrainingMethod", "uniform_noise"]
 
 
 @dataclass

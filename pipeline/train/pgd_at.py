@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.attacks.pgd import PGD
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
 from pipeline.train.method import Batch, StepContext, TrainingMethod
@@ -37,7 +38,6 @@ class PGDAT(TrainingMethod):
 
     def attack(self, ctx: StepContext):
         """The inner PGD (built per call: cheap, and never mutated)."""
-        from pipeline.attacks.pgd import PGD
 
         return PGD(
             eps=self.eps,

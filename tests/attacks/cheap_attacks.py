@@ -24,5 +24,8 @@ def build_cheap(name: str, eps: float, source=None):
 
     params = {**CHEAP[name], "eps": eps}
     if name == "transfer":
+        from pipeline.stages.loading import load_model
+
         params["source"] = str(source)
+        params["source_model"] = load_model(source)[0]
     return build_method(ATTACKS, name, params, name)

@@ -10,7 +10,7 @@ import torch
 def source_ckpt(tmp_path_factory):
     """A small_cnn checkpoint on disk (transfer attack source)."""
     from pipeline.models import build_model
-    from pipeline.train.checkpoint import save_checkpoint
+    from pipeline.models.checkpoint import save_checkpoint
 
     torch.manual_seed(3)
     model = build_model("small_cnn", 10, width=8)

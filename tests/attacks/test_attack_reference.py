@@ -82,12 +82,12 @@ def test_pgd_and_square_unbounded_budget(small_model):
 
 
 def test_transfer_from_itself_equals_pgd(source_ckpt):
-    from pipeline.train.checkpoint import load_model
+    from pipeline.stages.loading import load_model
 
     model, _ = load_model(source_ckpt)
     x, y = _labelled(model)
     kw = {"index": torch.arange(8), "seed": 2}
-    t = ATTACKS.get("transfer")(eps=4 / 255, source=str(source_ckpt),
+    t = ATTACKS.get("transfer")(eps=4 / 255, source=str(source_ckpt), source_model=model,
                                 attack_params={"steps": 3})(model, x, y, **kw)
     p = ATTACKS.get("pgd")(eps=4 / 255, steps=3)(model, x, y, **kw)
     assert torch.allclose(t, p)

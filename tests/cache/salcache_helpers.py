@@ -59,7 +59,7 @@ def make_teacher(path: Path, *, seed: int = 0, fingerprint: str = f"fp{0:062d}",
     import torch
 
     from pipeline.models import build_model
-    from pipeline.train.checkpoint import save_checkpoint
+    from pipeline.models.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     model = build_model(arch, 10, width=width)

@@ -11,8 +11,6 @@ import torch
 import zarr
 from salcache_helpers import CHUNK, C, H, N, W, make_store, make_teacher, store_bytes
 
-from pipeline.cache.chunk_saliency import NonFiniteSaliencyError, derive_arrays
-from pipeline.cache.precompute import PrecomputeConfig, run_precompute
 from pipeline.cache.saliency_store import (
     MissingSourceError,
     ProvenanceMismatchError,
@@ -20,6 +18,8 @@ from pipeline.cache.saliency_store import (
     read_saliency,
     source_provenance,
 )
+from pipeline.stages.precompute_saliency import PrecomputeConfig, run_precompute
+from pipeline.stages.saliency_chunks import NonFiniteSaliencyError, derive_arrays
 
 
 def _grad_cfg(teacher, **kw) -> PrecomputeConfig:
@@ -29,7 +29,7 @@ def _grad_cfg(teacher, **kw) -> PrecomputeConfig:
 def test_arrays_match_direct_attribution(store, teacher):
     from pipeline.saliency import SALIENCY
     from pipeline.saliency.transforms import salience_mask
-    from pipeline.train.checkpoint import load_model
+    from pipeline.stages.loading import load_model
 
     res = run_precompute(store, _grad_cfg(teacher))
     assert res["status"] == "computed" and res["computed"] == [0, 1, 2]
@@ -50,7 +50,7 @@ def test_arrays_match_direct_attribution(store, teacher):
     mask = salience_mask(torch.from_numpy(smap.astype(np.float64))).numpy()
     np.testing.assert_array_equal(read_saliency(store, "train", "teach_a.grad", "mask"), mask)
     prov = source_provenance(store, "train", "teach_a.grad")
-    from pipeline.train.checkpoint import checkpoint_sha256
+    from pipeline.models.checkpoint import checkpoint_sha256
 
     assert prov["teacher_sha256"] == checkpoint_sha256(teacher)
     assert prov["dataset_fingerprint"] == g.attrs["fingerprint"]
@@ -118,7 +118,8 @@ def test_nan_saliency_names_the_images(store, teacher):
     with pytest.raises(NonFiniteSaliencyError, match=r"\[65, 67\]"):
         derive_arrays(attr, None, start=64)
     # end to end: a teacher with NaN weights fails and names the chunk's images
-    from pipeline.train.checkpoint import load_model, save_checkpoint
+    from pipeline.models.checkpoint import save_checkpoint
+    from pipeline.stages.loading import load_model
 
     model, meta = load_model(teacher)
     with torch.no_grad():
@@ -197,8 +198,8 @@ def test_memory_store(teacher):
     assert res["computed"] == [0, 1, 2]
     assert read_saliency(url, "train", "teach_a.grad").shape == (N, C, H, W)
     assert run_precompute(url, _grad_cfg(teacher))["status"] == "nothing to do"
-    from pipeline.cache.info import cache_info
-    from pipeline.cache.verify import run_verify
+    from pipeline.stages.cache_info import cache_info
+    from pipeline.stages.cache_verify import run_verify
 
     assert run_verify(url, sample=1).ok
     assert cache_info(url)["splits"]["train"]["sources"]["teach_a.grad"]["bytes"] > 0

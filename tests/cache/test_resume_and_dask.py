@@ -14,20 +14,20 @@ import numpy as np
 import pytest
 from salcache_helpers import make_store, store_bytes
 
-from pipeline.cache.precompute import PrecomputeConfig, run_precompute
 from pipeline.cache.saliency_store import (
     PROVENANCE_KEYS,
     read_saliency,
     source_provenance,
 )
+from pipeline.stages.precompute_saliency import PrecomputeConfig, run_precompute
 
 REPO = Path(__file__).resolve().parents[2]
 # Runs the real CLI in a child process; each chunk task sleeps after computing, so the
 # parent can SIGKILL it while some but not all chunks are recorded.
 CHILD = """
 import sys, time
-import pipeline.cache.chunk_saliency as cs
-import pipeline.cache.precompute as pc
+import pipeline.stages.saliency_chunks as cs
+import pipeline.stages.precompute_saliency as pc
 real = cs.compute_chunk
 def slow(job):
     out = real(job)

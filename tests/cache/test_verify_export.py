@@ -11,10 +11,10 @@ import pytest
 import zarr
 from salcache_helpers import make_teacher
 
-from pipeline.cache.export import read_attrs, run_export
-from pipeline.cache.info import cache_info, format_info
-from pipeline.cache.precompute import PrecomputeConfig, run_precompute
-from pipeline.cache.verify import run_verify
+from pipeline.stages.cache_export import read_attrs, run_export
+from pipeline.stages.cache_info import cache_info, format_info
+from pipeline.stages.cache_verify import run_verify
+from pipeline.stages.precompute_saliency import PrecomputeConfig, run_precompute
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Config loading: exact budgets, errors that name the key, profile cross-checks."""
+"""Config loading: exact budgets, errors that name the key, sweep cross-checks."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Literal
 import pytest
 import yaml
 
-from pipeline.budget import format_budget, parse_budget
 from pipeline.config import ConfigError, build_method, from_dict
-from pipeline.config.profile import load_profile
+from pipeline.core.budget import format_budget, parse_budget
+from pipeline.stages.sweep import load_checked_sweep as load_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,8 +76,8 @@ def test_unknown_method_lists_the_registry():
     assert pgd.eps == 8 / 255 and pgd.steps == 2
 
 
-def _profile(tmp_path, edit):
-    data = yaml.safe_load((REPO / "config/profiles/smoke.yaml").read_text())
+def _sweep(tmp_path, edit):
+    data = yaml.safe_load((REPO / "config/sweeps/smoke.yaml").read_text())
     edit(data)
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -101,12 +101,12 @@ def _profile(tmp_path, edit):
 )
 def test_profile_errors_name_the_key(tmp_path, edit, message):
     with pytest.raises(ConfigError) as e:
-        load_profile(_profile(tmp_path, edit))
+        load_sweep(_sweep(tmp_path, edit))
     assert message in str(e.value)
 
 
 def test_every_shipped_profile_loads():
-    for path in sorted((REPO / "config/profiles").glob("*.yaml")):
-        profile = load_profile(path)
-        assert profile.name == path.stem
-        assert profile.students
+    for path in sorted((REPO / "config/sweeps").glob("*.yaml")):
+        sweep = load_sweep(path)
+        assert sweep.name == path.stem
+        assert sweep.students

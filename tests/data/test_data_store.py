@@ -12,7 +12,7 @@ import zarr
 from pipeline.cache import layout
 from pipeline.cache.store import open_store, read_split, store_info
 from pipeline.data import DATASETS, DataError
-from pipeline.data.stage import run_prepare_data
+from pipeline.stages.prepare_data import run_prepare_data
 
 
 def shapes(**kw):

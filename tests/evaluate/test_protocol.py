@@ -9,9 +9,10 @@ import pytest
 import torch
 import yaml
 
-from pipeline.evaluate import evaluate_robust, load_presets, read_results, run_evaluate
+from pipeline.evaluate import evaluate_robust, load_presets, read_results
 from pipeline.evaluate.presets import AttackRun
 from pipeline.evaluate.robust import sanity_checks
+from pipeline.stages.evaluate import run_evaluate
 
 RUNS = [
     AttackRun("pgd2", "pgd", 8 / 255, {"steps": 2}),

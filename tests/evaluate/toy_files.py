@@ -35,7 +35,7 @@ def make_checkpoint(path: Path, arch: str = "small_cnn", width: int = 8, classes
     """A checkpoint in the contract's format (random weights, ``fc`` scaled up so that the
     predictions vary between images)."""
     from pipeline.models import build_model
-    from pipeline.train.checkpoint import save_checkpoint
+    from pipeline.models.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     model = build_model(arch, classes, width=width)

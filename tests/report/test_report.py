@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.report import run_report
+from pipeline.stages.report import run_report
 
 
 def _fixture_results(path):
@@ -65,7 +65,7 @@ def test_missing_results_file_is_named(tmp_path):
 
 def test_report_draws_a_gallery_per_cached_source(tmp_path):
     """--gallery-store/--gallery-source: one PNG per source, shown in the report."""
-    from pipeline.cache.precompute import PrecomputeConfig, run_precompute
+    from pipeline.stages.precompute_saliency import PrecomputeConfig, run_precompute
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
     from toy_files import make_checkpoint, make_store

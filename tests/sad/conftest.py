@@ -87,7 +87,7 @@ def store(tmp_path) -> Path:
 
 @pytest.fixture
 def checkpoint(tmp_path, bn_model) -> Path:
-    from pipeline.train.checkpoint import save_checkpoint
+    from pipeline.models.checkpoint import save_checkpoint
 
     out = tmp_path / "small_std"
     save_checkpoint(out, bn_model, {

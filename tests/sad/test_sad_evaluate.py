@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.evaluate.presets import AttackRun
-from pipeline.sad.evaluate import (
+from pipeline.evaluate.views import (
     ViewAttack,
     available_views,
     evaluate_views,
@@ -93,7 +93,7 @@ def test_evaluate_views_tags_rows_and_scores_the_whole_defence(bn_model):
 def test_worst_case_over_views_is_per_example(bn_model):
     # view A fools examples {0, 1}, view B fools {2}: the per-example worst case over the
     # views fools {0, 1, 2}, lower than either view's own worst case
-    from pipeline.sad.evaluate import RobustRecord, _worst_over_views
+    from pipeline.evaluate.views import RobustRecord, _worst_over_views
 
     record = RobustRecord()
     record.add(8 / 255, torch.tensor([0, 1, 2, 3]), torch.tensor([False, False, True, True]))
@@ -126,7 +126,7 @@ def test_sanity_curve_flags():
 
 
 def test_view_flags_catch_a_weaker_adaptive_attack():
-    from pipeline.sad.evaluate import view_flags
+    from pipeline.evaluate.views import view_flags
 
     def row(view, acc):
         return {"view": view, "attack": "strong_pgd", "eps": 8 / 255, "n": 100,

@@ -7,7 +7,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.sad import SADCalibration, run_sad_calibrate
+from pipeline.sad import SADCalibration
+from pipeline.stages.sad_calibrate import run_sad_calibrate
 
 
 @pytest.fixture
@@ -19,7 +20,8 @@ def presets(tmp_path):
 
 
 def test_evaluate_sad_checkpoint_with_views(tmp_path, store, checkpoint, presets):
-    from pipeline.evaluate.stage import read_results, run_evaluate
+    from pipeline.evaluate.table import read_results
+    from pipeline.stages.evaluate import run_evaluate
 
     sad_dir = tmp_path / "sad"
     run_sad_calibrate(checkpoint, store, sad_dir, SADCalibration(

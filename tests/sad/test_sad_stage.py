@@ -8,7 +8,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.sad import SADModel, load_sad_model
+from pipeline.sad import SADModel
+from pipeline.stages.sad_calibrate import load_sad_model
 
 
 def _run(*args):
@@ -95,7 +96,7 @@ def test_load_sad_model_refuses_a_plain_checkpoint(checkpoint):
 
 
 def test_wrap_model_hook(bn_model):
-    from pipeline.models.wrappers import wrap_model
+    from pipeline.stages.loading import wrap_model
 
     assert wrap_model(bn_model, {}) is bn_model
     sad = wrap_model(bn_model, {"wrapper": {"name": "sad", "ratio": 0.5}})
@@ -105,8 +106,9 @@ def test_wrap_model_hook(bn_model):
 
 
 def test_load_model_returns_the_whole_defence(tmp_path, store, checkpoint):
-    from pipeline.sad import SADCalibration, run_sad_calibrate
-    from pipeline.train.checkpoint import load_model
+    from pipeline.sad import SADCalibration
+    from pipeline.stages.sad_calibrate import run_sad_calibrate
+    from pipeline.stages.loading import load_model
 
     out = tmp_path / "sad"
     run_sad_calibrate(checkpoint, store, out, SADCalibration(

@@ -10,9 +10,10 @@ import zarr
 
 from pipeline.cache import layout
 from pipeline.cache.saliency_store import MissingSourceError
-from pipeline.cache.stream import STREAMS, AugConfig
+from pipeline.cache.sources import check_sources, open_sources, read_all
+from pipeline.cache import STREAMS
+from pipeline.cache.stream import AugConfig
 from pipeline.train import TRAINING
-from pipeline.train.sources import check_sources, open_sources, read_all
 
 from .conftest import SOURCE
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache.stream import STREAMS, AugConfig, MemoryStream
+from pipeline.cache import STREAMS
+from pipeline.cache.stream import AugConfig, MemoryStream
 from pipeline.cache.stream_chunks import ChunkStream, choose_stream_mode, epoch_order
 
 N, C, H, W, CHUNK = 70, 3, 12, 12, 16

@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from pipeline.models import build_model
-from pipeline.train.checkpoint import (
+from pipeline.models.checkpoint import (
     CheckpointMismatchError,
     checkpoint_sha256,
-    load_model,
     save_checkpoint,
+)
+from pipeline.models.checkpoint import (
+    load_network as load_model,
 )
 
 META = {

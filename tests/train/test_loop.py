@@ -14,9 +14,10 @@ import torch
 from tiny_store import write_tiny_store
 
 from pipeline.config import ConfigError
-from pipeline.train.checkpoint import CheckpointMismatchError, load_model
+from pipeline.models.checkpoint import CheckpointMismatchError
+from pipeline.stages.loading import load_model
+from pipeline.stages.train import check_checkpoint_for, run_train, run_train_teacher
 from pipeline.train.config import SchedConfig, lr_multiplier, train_config_from
-from pipeline.train.stage import check_checkpoint_for, run_train, run_train_teacher
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = {
@@ -64,7 +65,7 @@ import os, signal, sys
 import torch
 torch.set_num_threads(1)
 from pipeline.train.pgd_at_uniform import PGDATUniform
-from pipeline.train.stage import run_train
+from pipeline.stages.train import run_train
 from pipeline.train.config import train_config_from
 
 real = PGDATUniform.batch_loss
@@ -129,7 +130,7 @@ def test_idempotent_and_refuses_other_config(tiny_store, tmp_path, caplog):
 
 
 def test_resume_state_of_other_config_refused(tiny_store, tmp_path):
-    from pipeline.train.checkpoint import atomic_torch_save
+    from pipeline.models.checkpoint import atomic_torch_save
 
     out = tmp_path / "r"
     out.mkdir()

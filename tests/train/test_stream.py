@@ -132,8 +132,8 @@ def test_run_records_source_provenance(tiny_store, tmp_path):
     pytest.importorskip("pipeline.cache.saliency_store")
     import json
 
+    from pipeline.stages.train import run_train
     from pipeline.train.config import train_config_from
-    from pipeline.train.stage import run_train
 
     _write_self_source(tiny_store)
     cfg = train_config_from(
@@ -160,9 +160,9 @@ def test_stage_routes_sources_by_kind_and_prepares_maps(tiny_store, tmp_path):
 
     import torch.nn.functional as F
 
+    from pipeline.stages.train import run_train
     from pipeline.train import TRAINING, TrainingMethod
     from pipeline.train.config import train_config_from
-    from pipeline.train.stage import run_train
 
     seen = []
 

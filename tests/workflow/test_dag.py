@@ -1,5 +1,5 @@
-"""The Snakemake DAG: lint, dry runs of every profile (and the SLURM profile), and a real
-run of the `smoke` profile whose second run has nothing to do."""
+"""The Snakemake DAG: lint, dry runs of every sweep (and the SLURM profile), and a real
+run of the `smoke` sweep whose second run has nothing to do."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PROFILES = sorted(p.stem for p in (REPO / "config" / "profiles").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (REPO / "config" / "sweeps").glob("*.yaml"))
 
 
 def snakemake(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -29,9 +29,9 @@ def test_lint_is_clean():
     assert "good condition" in res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-def test_dry_run_of_every_profile(profile, tmp_path):
-    res = snakemake("-n", "--config", f"profile={profile}", f"workdir={tmp_path}")
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_dry_run_of_every_sweep(sweep, tmp_path):
+    res = snakemake("-n", "--config", f"sweep={sweep}", f"workdir={tmp_path}")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     for rule in ("prepare_data", "train_student", "evaluate", "report"):
@@ -40,7 +40,7 @@ def test_dry_run_of_every_profile(profile, tmp_path):
 
 def test_slurm_profile_dry_run_with_the_paper_config(tmp_path):
     res = snakemake(
-        "-n", "--profile", "profiles/slurm", "--config", "profile=paper",
+        "-n", "--profile", "profiles/slurm", "--config", "sweep=paper",
         "data_root=/data/datasets", f"workdir={tmp_path}", "scheduler=tcp://127.0.0.1:8786",
     )
     out = res.stdout + res.stderr
@@ -49,7 +49,7 @@ def test_slurm_profile_dry_run_with_the_paper_config(tmp_path):
 
 
 def test_config_typo_is_refused_naming_the_key(tmp_path):
-    res = snakemake("-n", "--config", "profile=smokee", f"workdir={tmp_path}")
+    res = snakemake("-n", "--config", "sweep=smokee", f"workdir={tmp_path}")
     assert res.returncode != 0
     assert "smokee" in res.stdout + res.stderr
 
@@ -61,7 +61,7 @@ def test_smoke_dag_runs_end_to_end_and_then_has_nothing_to_do(tmp_path):
     for name in ("Snakefile", "workflow", "config"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    res = snakemake("--cores", "2", "--config", "profile=smoke", "device=cpu", cwd=work)
+    res = snakemake("--cores", "2", "--config", "sweep=smoke", "device=cpu", cwd=work)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = work / "data" / "smoke"
     assert (out / "report" / "report.html").is_file()
@@ -70,6 +70,6 @@ def test_smoke_dag_runs_end_to_end_and_then_has_nothing_to_do(tmp_path):
     assert (out / "results/shapes/pgd_at/seed0/quick.parquet").is_file()
     log = (out / "logs/train_student/shapes/standard/seed0.log").read_text()
     assert log.splitlines()[0].startswith("salpipe --device cpu train --store ")
-    again = snakemake("-n", "--config", "profile=smoke", "device=cpu", cwd=work)
+    again = snakemake("-n", "--config", "sweep=smoke", "device=cpu", cwd=work)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr

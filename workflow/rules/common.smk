@@ -1,9 +1,9 @@
 # The active sweep, the path scheme (the package never invents output paths), the
 # target function and wildcard constraints. Functions only; the rules are in stages.smk.
-from pipeline.config.dag import Dag
+from pipeline.stages.sweep import load_dag
 
-SWEEP = Dag.from_config(config)
-P = SWEEP.profile
+SWEEP = load_dag(config)
+P = SWEEP.sweep
 W = f"{config['workdir']}/{P.name}"
 
 STORE = f"{W}/cache/{{dataset}}.zarr"
@@ -19,7 +19,7 @@ LOGS = f"{W}/logs"
 
 
 def sweep_targets():
-    """Every teacher and saliency source of the profile, every evaluation, the report."""
+    """Every teacher and saliency source of the sweep, every evaluation, the report."""
     return [
         *(f"{TEACHER}/model.pt".format(dataset=d, teacher=t) for d, t in SWEEP.teacher_cells()),
         *(SOURCE_DONE.format(dataset=d, source=s) for d, s in SWEEP.source_cells()),

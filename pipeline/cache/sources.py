@@ -6,7 +6,8 @@ from this data set (all missing ones named at once); :func:`open_sources` then g
 reader per source: ``read(start, stop)`` returning the source's ``map`` (float16
 ``[n, C, H, W]``, after the method's ``prepare_saliency``, e.g. SAT's ``sign``) or its
 ``mask`` (bool ``[n, 1, H, W]``). Memory streams read everything once, chunk streams
-(:mod:`pipeline.cache.stream_chunks`) one chunk at a time.
+(:mod:`pipeline.cache.stream_chunks`) one chunk at a time; both get their readers from
+:func:`open_extras`, which checks every source once.
 
 Annotation sources (``annotation.mask`` / ``annotation.bbox``: the weak saliency of
 paper 000 Eq. 10 as map, the object region as mask) are cached like any other source
@@ -23,6 +24,7 @@ import numpy as np
 
 from pipeline.cache import layout
 from pipeline.cache.bits import unpack_bits
+from pipeline.cache.saliency_store import MissingSourceError, list_sources
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ def check_sources(group, split: str, names: Sequence[str]) -> None:
         MissingSourceError: naming every missing source and listing the stored ones.
         ValueError: a source is incomplete or was made from another data set.
     """
-    from pipeline.cache.saliency_store import MissingSourceError, list_sources
-
     if len(set(names)) != len(names):
         raise ValueError(f"saliency source given twice: {list(names)}")
     stored = list_sources(group, split)
@@ -102,6 +102,25 @@ def open_sources(group, split: str, names: Sequence[str], kind: str,
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     check_sources(group, split, names)
+    return _open(group, split, names, kind, prepare)
+
+
+def open_extras(group, split: str, maps: Sequence[str], masks: Sequence[str],
+                prepare: Callable[[str, np.ndarray], np.ndarray] | None = None,
+                ) -> tuple[list[ExtraSource], list[ExtraSource]]:
+    """``(map readers, mask readers)`` of a training run, all names checked once.
+
+    The one reader of cached sources for every stream mode: the memory stream reads each
+    whole (:func:`read_all`), the chunk stream a chunk at a time.
+    """
+    check_sources(group, split, [*maps, *masks])
+    return (_open(group, split, maps, "map", prepare),
+            _open(group, split, masks, "mask", None))
+
+
+def _open(group, split: str, names: Sequence[str], kind: str, prepare) -> list[ExtraSource]:
+    if not names:
+        return []
     shape = tuple(group[layout.images_path(split)].shape)
     n, c, h, w = shape
     out = []

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ import torch
 from torch import nn
 
 import pipeline
+from pipeline.core.io import atomic_torch_save, atomic_write_bytes, sha256_file
+from pipeline.models import build_model
 
 MODEL_FILE = "model.pt"
 SIDECAR_FILE = "model.json"
@@ -43,39 +43,6 @@ DEFAULT_META: dict[str, Any] = {
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was made for another architecture or another data set."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp sibling and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp sibling, then rename (a crash never leaves half a file)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _model_file(dir_or_model_pt: str | Path) -> Path:
@@ -106,7 +73,7 @@ def save_checkpoint(dir: str | Path, model: nn.Module, meta: dict) -> dict:
     side = {**DEFAULT_META, **meta}
     side["mean"] = [float(v) for v in side["mean"]]
     side["std"] = [float(v) for v in side["std"]]
-    side["sha256"] = _sha256_file(out / MODEL_FILE)
+    side["sha256"] = sha256_file(out / MODEL_FILE)
     side["salpipe_version"] = pipeline.__version__
     side["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     text = json.dumps(side, indent=2, sort_keys=True, default=str)
@@ -130,7 +97,7 @@ def checkpoint_sha256(dir: str | Path) -> str:
     path = _model_file(dir)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    return _sha256_file(path)
+    return sha256_file(path)
 
 
 def check_meta(
@@ -153,23 +120,23 @@ def check_meta(
         )
 
 
-def load_model(
+def load_network(
     dir_or_model_pt: str | Path,
     device: str | torch.device = "cpu",
     expect_dataset_fingerprint: str | None = None,
     expect_arch: str | None = None,
-    wrap: bool = True,
 ) -> tuple[nn.Module, dict]:
-    """Rebuild the model from its sidecar and load its weights.
+    """Rebuild the network from its sidecar and load its weights (no wrapper).
+
+    A checkpoint whose sidecar has a ``wrapper`` block (a defence such as SAD) holds the
+    weights of the inner network; :func:`pipeline.stages.loading.load_model` rebuilds
+    the whole defence around what this returns.
 
     Args:
         dir_or_model_pt: a run directory or the path of its ``model.pt``.
         device: where the model goes.
         expect_dataset_fingerprint: when given, refuse a checkpoint of another data set.
         expect_arch: when given, refuse a checkpoint of another architecture.
-        wrap: when the sidecar has a ``wrapper`` block (a defence computing at inference,
-            e.g. SAD), return the whole wrapped module (``.network`` is the inner one;
-            ``pipeline.models.wrappers``); False returns the bare network.
 
     Returns:
         ``(model in eval mode on device, sidecar dict)``.
@@ -179,14 +146,12 @@ def load_model(
         CheckpointMismatchError: architecture or data set differ from what was expected.
         ValueError: the weights do not match the sidecar's sha256 or architecture.
     """
-    from pipeline.models import build_model
-
     path = _model_file(dir_or_model_pt)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     meta = read_sidecar(path)
     check_meta(meta, path.parent, expect_dataset_fingerprint, expect_arch)
-    sha = _sha256_file(path)
+    sha = sha256_file(path)
     if meta.get("sha256") and meta["sha256"] != sha:
         raise ValueError(
             f"checkpoint {path} does not match its sidecar (sha256 {sha[:12]}... vs "
@@ -206,9 +171,18 @@ def load_model(
         raise ValueError(
             f"checkpoint {path} does not fit arch {meta['arch']!r}: {e}"
         ) from None
-    model = model.to(device).eval()
-    if wrap:
-        from pipeline.models.wrappers import wrap_model
+    return model.to(device).eval(), meta
 
-        model = wrap_model(model, meta)
-    return model, meta
+
+def wrapped_model_id(meta: dict) -> str:
+    """What identifies the evaluated model: the weights' sha256, plus the wrapper if any.
+
+    Two wrapped variants can share weights (SAD saliency-only keeps the base model's), so
+    for a wrapped model this is the sha256 of ``{sha256, wrapper}``; for a plain model it
+    is the weights' sha256 itself.
+    """
+    block = meta.get("wrapper")
+    if not block:
+        return str(meta.get("sha256", ""))
+    text = json.dumps({"sha256": meta.get("sha256"), "wrapper": block}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

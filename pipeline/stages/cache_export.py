@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+import h5py
 import zarr
 
 from pipeline.cache.saliency_store import open_group
@@ -75,7 +76,6 @@ def run_export(store: str, out: Path, *, split: str | None = None,
     Returns:
         ``{"out": str, "arrays": [paths], "bytes": size of the file}``.
     """
-    import h5py
 
     group = open_group(str(store), "r")
     out = Path(out)

@@ -8,7 +8,9 @@ left out). A map spread evenly scores the mean object area (given as ``mask_area
 
 from __future__ import annotations
 
+import fsspec
 import numpy as np
+import torch
 
 from pipeline.cache.bits import unpack_bits
 from pipeline.cache.saliency_store import (
@@ -18,11 +20,11 @@ from pipeline.cache.saliency_store import (
     list_sources,
     open_group,
 )
+from pipeline.saliency.metrics import energy_in_mask
 
 
 def disk_bytes(store: str, path: str) -> int:
     """Bytes on disk (or in the object store) under ``path`` of ``store``."""
-    import fsspec
 
     fs, root = fsspec.core.url_to_fs(_local_path(str(store)))
     full = f"{root.rstrip('/')}/{path}"
@@ -31,9 +33,7 @@ def disk_bytes(store: str, path: str) -> int:
 
 def energy_pointing_game(group, split: str, source: str) -> dict | None:
     """Mean energy share inside the object masks, chunk by chunk; None without masks."""
-    import torch
 
-    from pipeline.saliency.metrics import energy_in_mask
 
     ann = f"{split}/annotations"
     if f"{ann}/mask" not in group:

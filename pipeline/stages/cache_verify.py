@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import fsspec
 import numpy as np
 
-from pipeline.cache.chunk_saliency import ChunkJob, compute_arrays
 from pipeline.cache.saliency_store import (
     ANNOTATION,
     KINDS,
@@ -30,6 +30,8 @@ from pipeline.cache.saliency_store import (
     open_group,
     read_chunk,
 )
+from pipeline.models.checkpoint import checkpoint_sha256
+from pipeline.stages.saliency_chunks import ChunkJob, compute_arrays
 
 log = logging.getLogger(__name__)
 # Share of bits allowed to differ in a recomputed sign/mask plane (cross-device noise).
@@ -49,7 +51,6 @@ class VerifyReport:
 
 
 def _missing_files(url: str, arr, index: int) -> bool:
-    import fsspec
 
     fs, root = fsspec.core.url_to_fs(_local_path(url))
     ndim = len(arr.shape)
@@ -113,7 +114,6 @@ def _recompute(url, split, source, grp, chunks, device, report, teacher_dir) -> 
         report.problems.append(f"{split}/{source}: no teacher_dir recorded, cannot recompute")
         return
     if teacher != ANNOTATION and chunks:
-        from pipeline.train.checkpoint import checkpoint_sha256
 
         try:
             sha = checkpoint_sha256(teacher_dir)

@@ -1,13 +1,15 @@
-"""``run_evaluate``: one model x one preset -> rows appended to a tidy Parquet table."""
+"""One model x one preset -> rows appended to a tidy Parquet table (the results table).
+
+The stage that loads a checkpoint and calls :func:`evaluate_to_table` is
+:mod:`pipeline.stages.evaluate`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +21,11 @@ import torch
 from torch import nn
 
 import pipeline
+from pipeline.cache.store import read_split, store_info
+from pipeline.core.io import atomic_path
+from pipeline.core.seeds import resolve_device, seed_everything
 from pipeline.evaluate.presets import load_presets
-from pipeline.seed import resolve_device, seed_everything
+from pipeline.evaluate.views import available_views, evaluate_views
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +37,14 @@ COLUMNS = [
     "accuracy", "seconds", "flags", "salpipe_version", "created",
 ]
 # An evaluation is identified by these; a second run with the same key is a no-op.
-# ``view``: what the attack sees for a wrapped defence (pipeline/sad/evaluate.py:
+# ``view``: what the attack sees for a wrapped defence (pipeline/evaluate/views.py:
 # adaptive, adaptive_bpda, nonadaptive; "all" = worst case over them); "" otherwise.
-# For a wrapped model ``model_sha256`` is pipeline.models.wrappers.wrapped_model_id.
+# For a wrapped model ``model_sha256`` is pipeline.models.checkpoint.wrapped_model_id.
 KEY = ["model_sha256", "split", "preset", "n", "eval_seed", "source_model", "view"]
 
 
 def read_eval_split(store: str | Path, split: str, n: int | None):
     """``(x float [N,C,H,W] in [0,1], y long [N], index long [N], root attrs)`` of the store."""
-    from pipeline.cache.store import read_split, store_info
-
     arrays, info = read_split(store, split, 0, n), store_info(store)
     images, labels = arrays.images, arrays.labels
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
@@ -67,16 +70,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
 
 def write_results(df: pd.DataFrame, path: str | Path) -> None:
     """Write atomically: a temp sibling, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def evaluate_to_table(
@@ -85,20 +80,23 @@ def evaluate_to_table(
     batch_size: int = 256, seed: int = 0, source_model: str | Path | None = None,
     presets_file: str | Path | None = None, force: bool = False,
     views: list[str] | tuple[str, ...] | None = None,
+    source_network: nn.Module | None = None,
 ) -> dict:
     """Evaluate an in-memory ``model`` (e.g. a SAD wrapper) described by ``meta``.
+
+    ``source_model`` names the transfer attacks' source (part of the evaluation's key);
+    ``source_network`` is that model, loaded (without it, transfer runs are skipped
+    with a flag on the clean row).
 
     ``meta`` is a checkpoint sidecar dict (``arch``, ``method``, ``params``, ``dataset``,
     ``sha256``, ``train``, ``saliency_sources``); ``meta["sha256"]`` identifies the model
     in the no-op check, so a wrapper must give its own (e.g. sha + variant;
     ``meta["model_id"]`` wins when present).
     ``views``: for a model with an inner ``.network`` (a SAD wrapper), what the attacks
-    see (:data:`pipeline.sad.evaluate.VIEWS`; default all that apply), one row group
+    see (:data:`pipeline.evaluate.views.VIEWS`; default all that apply), one row group
     per view plus the worst case over views (view ``all``); a plain model gets view "".
-    See :func:`run_evaluate` for the other arguments.
+    See :func:`pipeline.stages.evaluate.run_evaluate` for the other arguments.
     """
-    from pipeline.sad.evaluate import available_views, evaluate_views
-
     device = resolve_device(device)
     runs = load_presets(presets_file)
     if preset not in runs:
@@ -128,10 +126,12 @@ def evaluate_to_table(
         raise ValueError(f"model was trained on another data set (fingerprint "
                          f"{meta['dataset_fingerprint'][:12]}...) than store {store} ({fp[:12]}...)")
     seed_everything(seed)
-    extra = {"transfer": {"source": str(source_model)}} if source_model else {}
+    extra = {}
+    if source_network is not None:
+        extra["transfer"] = {"source_model": source_network,
+                             **({"source": str(source_model)} if source_model else {})}
     run_list = runs[preset]
-    skipped = [r for r in run_list if r.name == "transfer" and not source_model
-               and not r.params.get("source")]
+    skipped = [r for r in run_list if r.name == "transfer" and source_network is None]
     run_list = [r for r in run_list if r not in skipped]
     model = model.to(device)
     t0 = time.perf_counter()
@@ -171,41 +171,3 @@ def run_name(model_dir: str | Path) -> str:
     if re.fullmatch(r"seed\d+", path.name):
         return f"{path.parent.name}/{path.name}"
     return path.name
-
-
-def run_evaluate(
-    model_dir: str | Path, store: str | Path, split: str = "test", preset: str = "quick",
-    out: str | Path = "results.parquet", device: str | torch.device = "auto", *,
-    n: int | None = None, batch_size: int = 256, seed: int = 0,
-    source_model: str | Path | None = None, presets_file: str | Path | None = None,
-    force: bool = False, views: list[str] | tuple[str, ...] | None = None,
-) -> dict:
-    """Evaluate the checkpoint ``model_dir`` with ``preset`` on ``split`` of ``store``.
-
-    Args:
-        model_dir: run directory (``model.pt`` + ``model.json``).
-        store: the data set's Zarr store.
-        split: split to evaluate (``test``).
-        preset: preset name from ``presets_file`` (default ``config/presets.yaml``).
-        out: results Parquet file; rows are appended (atomically rewritten).
-        device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        n: first ``n`` images of the split (all when None).
-        batch_size: attack batch size (results do not depend on it).
-        seed: evaluation seed (random starts, noise).
-        source_model: run directory of the transfer attacks' source model.
-        force: re-run and replace an evaluation already in ``out``.
-        views: for a wrapped defence (SAD), which attack views to run (``adaptive``,
-            ``adaptive_bpda``, ``nonadaptive``; default all that apply).
-
-    Returns:
-        ``{"skipped", "rows", "out", ...}``.
-    """
-    from pipeline.models.wrappers import wrapped_model_id
-    from pipeline.train.checkpoint import load_model
-
-    device = resolve_device(device)
-    model, meta = load_model(model_dir, device=device)
-    meta = {**meta, "model_id": wrapped_model_id(meta), "run_name": run_name(model_dir)}
-    return evaluate_to_table(model, meta, store, split, preset, out, device=device, n=n,
-                             batch_size=batch_size, seed=seed, source_model=source_model,
-                             presets_file=presets_file, force=force, views=views)

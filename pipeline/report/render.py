@@ -5,13 +5,13 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from pipeline.core.io import atomic_dir
 from pipeline.report.figures import robustness_curves, training_cost
 from pipeline.report.tables import (
     accuracy_tables,
@@ -51,32 +51,18 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def draw_galleries(store: str | Path, sources: list[str], out: Path, *, split: str = "test",
-                   n: int = 8) -> list[Path]:
-    """One PNG per saliency source of ``store`` (``salpipe show-saliency``'s drawing)."""
-    from pipeline.cache.gallery import run_show_saliency
-
-    paths = []
-    for source in sources:
-        path = out / f"gallery_{source.replace('.', '_')}.png"
-        run_show_saliency(str(store), source, path, split=split, n=n)
-        paths.append(path)
-    return paths
-
-
-def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
-               galleries: list[Path] | None = None, gallery_store: str | Path | None = None,
-               gallery_sources: list[str] | None = None, gallery_split: str = "test",
-               gallery_n: int = 8) -> dict:
-    """Build the report from one or more results tables.
+def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
+                  galleries: list[Path] | None = None,
+                  draw: Callable[[Path], list[Path]] | None = None) -> dict:
+    """Build the report from one or more results tables (it reads tables, runs nothing).
 
     Args:
         results: Parquet tables written by ``salpipe evaluate``.
         out_dir: output folder (replaced atomically): ``report.md``, ``report.html``, PNGs.
         runs: training run directories whose ``metrics.jsonl`` give the per-epoch cost.
         galleries: saliency gallery PNGs (made elsewhere) to include as they are.
-        gallery_store, gallery_sources: draw a gallery of the first ``gallery_n`` images
-            of ``gallery_split`` for each cached saliency source named.
+        draw: ``draw(folder) -> PNG paths`` drawing more galleries into the report's
+            folder (the report stage draws cached saliency sources this way).
 
     Returns:
         ``{"out", "tables", "figures", "flags"}``.
@@ -90,18 +76,9 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
     if df.empty:
         raise ValueError(f"results {', '.join(map(str, results))} hold no rows")
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        drawn = (draw_galleries(gallery_store, list(gallery_sources or []), tmp,
-                                split=gallery_split, n=gallery_n) if gallery_store else [])
+    with atomic_dir(out_dir) as tmp:
+        drawn = draw(tmp) if draw is not None else []
         summary = _write(df, tmp, runs or [], list(galleries or []), drawn)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("report written to %s", out_dir)
     return {**summary, "out": str(out_dir)}
 

@@ -3,15 +3,13 @@
 The output directory is a normal checkpoint (contracts.md) of the recalibrated network
 whose sidecar adds ``wrapper: {name: "sad", ratio, saliency, normalise, grad_mode,
 add_saliency, ...}`` and ``sad`` (the calibration config and the base model's identity),
-so ``pipeline.train.checkpoint.load_model`` returns the whole SAD module.
+so :func:`pipeline.stages.loading.load_model` returns the whole SAD module.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.cache.store import open_store, read_split, store_info
+from pipeline.core.io import atomic_dir
+from pipeline.core.seeds import resolve_device, seed_everything
+from pipeline.models.checkpoint import load_network, read_sidecar, save_checkpoint
 from pipeline.sad.calibrate import SADCalibration, calibrate
 from pipeline.sad.model import SADModel, SADSpec, spec_from_meta
 
@@ -27,10 +29,7 @@ log = logging.getLogger(__name__)
 
 def _load_plain(model_dir, device, fingerprint=None) -> tuple[nn.Module, dict]:
     """The checkpoint's network without any wrapper, and its sidecar."""
-    from pipeline.train.checkpoint import load_model
-
-    return load_model(model_dir, device=device, expect_dataset_fingerprint=fingerprint,
-                      wrap=False)
+    return load_network(model_dir, device=device, expect_dataset_fingerprint=fingerprint)
 
 
 def _method_name(base_method: str | None, variant: str) -> str:
@@ -59,10 +58,6 @@ def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
     Returns:
         ``{"skipped", "out", "batches", "seconds", "method"}``.
     """
-    from pipeline.cache.store import open_store, read_split, store_info
-    from pipeline.seed import resolve_device, seed_everything
-    from pipeline.train.checkpoint import read_sidecar, save_checkpoint
-
     cfg = cfg if cfg is not None else SADCalibration()
     device = resolve_device(device)
     out = Path(out)
@@ -105,16 +100,8 @@ def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
         "wrapper": wrapper, "sad": record,
     })
     # write into a temp sibling, then swap in: a crash never leaves a half SAD checkpoint
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         save_checkpoint(tmp, network, new_meta)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote SAD model %s (%s, %d batches, %.1f s)", out, cfg.variant, used, secs)
     return {"skipped": False, "out": str(out), "batches": used, "seconds": secs,
             "method": new_meta["method"]}

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from pipeline.evaluate.presets import AttackRun
+from pipeline.evaluate.robust import evaluate_robust
 
 VIEWS = ("adaptive", "adaptive_bpda", "nonadaptive")
 
@@ -193,8 +194,6 @@ def evaluate_views(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: to
         clean-correct and robust against every attack of that budget in every view
         (notes/peers.md C.2 5: report the minimum over all attacks).
     """
-    from pipeline.evaluate.robust import evaluate_robust
-
     views = list(views) if views is not None else available_views(model)
     record = RobustRecord()
     out: list[dict] = []

@@ -17,9 +17,19 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from pipeline.cache.bits import pack_bits, unpack_bits
 from pipeline.cache.saliency_store import chunk_digest, open_group
+from pipeline.config import build_method
+from pipeline.core.seeds import derive_seed
+from pipeline.saliency import SALIENCY, resolve_target
+from pipeline.saliency.annotations import (
+    weak_saliency_from_boxes,
+    weak_saliency_from_masks,
+)
+from pipeline.saliency.transforms import salience_mask
+from pipeline.stages.loading import load_model
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -57,16 +67,7 @@ class ChunkJob:
     torch_threads: int | None = None
 
 
-def chunk_seed(seed: int, index: int, batch: int = 0) -> int:
-    """A seed for batch ``batch`` of chunk ``index``: independent of worker and order."""
-    import hashlib
-
-    digest = hashlib.sha256(f"{int(seed)}:{int(index)}:{int(batch)}".encode()).digest()
-    return int.from_bytes(digest[:7], "little")
-
-
 def _model(job: ChunkJob):
-    from pipeline.train.checkpoint import load_model
 
     key = (threading.get_ident(), job.teacher, job.teacher_sha256, job.device)
     with _MODELS_LOCK:
@@ -89,7 +90,7 @@ def _batch_method(method, index: int, batch: int):
     noise differs between batches yet never depends on the worker or the order."""
     if "seed" not in {f.name for f in dataclasses.fields(method)}:
         return method
-    return dataclasses.replace(method, seed=chunk_seed(method.seed, index, batch))
+    return dataclasses.replace(method, seed=derive_seed(method.seed, index, batch))
 
 
 def teacher_maps(job: ChunkJob, images: np.ndarray, labels: np.ndarray):
@@ -98,10 +99,7 @@ def teacher_maps(job: ChunkJob, images: np.ndarray, labels: np.ndarray):
     Returns:
         ``(map float32 [n,C,H,W], boxes [n,4] or None, the method's salience_mask)``.
     """
-    import torch
 
-    from pipeline.config import build_method
-    from pipeline.saliency import SALIENCY, resolve_target
 
     if job.torch_threads:
         torch.set_num_threads(job.torch_threads)
@@ -123,12 +121,7 @@ def teacher_maps(job: ChunkJob, images: np.ndarray, labels: np.ndarray):
 
 def annotation_maps(job: ChunkJob, group, sl: slice, shape: tuple[int, int, int]):
     """Weak saliency (paper 000 Eq. 10) of a chunk from the store's annotations."""
-    import torch
 
-    from pipeline.saliency.annotations import (
-        weak_saliency_from_boxes,
-        weak_saliency_from_masks,
-    )
 
     c, h, w = shape
     ann = f"{job.split}/annotations"
@@ -164,9 +157,7 @@ def derive_arrays(attr: np.ndarray, boxes: np.ndarray | None, start: int,
     Raises:
         NonFiniteSaliencyError: naming the images (``start`` + row) with NaN/inf maps.
     """
-    import torch
 
-    from pipeline.saliency.transforms import salience_mask
 
     bad = ~np.isfinite(attr).reshape(attr.shape[0], -1).all(1)
     if bad.any():

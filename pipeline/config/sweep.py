@@ -1,7 +1,7 @@
-"""Profiles: the sweep of one run of the DAG (data sets x teachers x saliency sources x
-students x seeds -> evaluation -> report), loaded from ``config/profiles/<name>.yaml``.
+"""Sweeps: the sweep of one run of the DAG (data sets x teachers x saliency sources x
+students x seeds -> evaluation -> report), loaded from ``config/sweeps/<name>.yaml``.
 
-The Snakefile reads a :class:`Profile` through :func:`load_profile` and asks it for the
+The Snakefile reads a :class:`Sweep` through :func:`load_sweep` and asks it for the
 targets and for each job's command-line arguments; the package (not the Snakefile) owns
 those choices, so a job's command in its log reproduces it by hand.
 """
@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.config import ConfigError, from_dict
+from pipeline.config import ConfigError, build_method, from_dict
+from pipeline.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class DatasetSpec:
     """One data set: registry adapter, where it lives, adapter params, evaluation split."""
 
     adapter: str
-    root: str | None = None  # relative to the profile's data_root; None for generated sets
+    root: str | None = None  # relative to the sweep's data_root; None for generated sets
     params: dict[str, Any] = field(default_factory=dict)
     eval_split: str = "test"
 
@@ -37,7 +38,7 @@ class TeacherSpec:
     train: str  # path of a training config YAML (relative to the repository root)
     width: int | None = None
     params: dict[str, Any] = field(default_factory=dict)  # method params (e.g. PGD eps)
-    datasets: tuple[str, ...] | None = None  # None = every data set of the profile
+    datasets: tuple[str, ...] | None = None  # None = every data set of the sweep
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class StudentTrain:
-    """Architecture and training config shared by all students of a profile."""
+    """Architecture and training config shared by all students of a sweep."""
 
     arch: str
     train: str
@@ -94,7 +95,7 @@ class StudentTrain:
 
 
 @dataclass(frozen=True)
-class Profile:
+class Sweep:
     name: str
     datasets: dict[str, DatasetSpec]
     teachers: dict[str, TeacherSpec]
@@ -123,33 +124,49 @@ class Profile:
         return plain + sad
 
 
-def load_profile(path: str | Path, overrides: dict | None = None) -> Profile:
-    """Load and validate ``config/profiles/<name>.yaml`` (plus top-level overrides)."""
+def load_sweep(path: str | Path, overrides: dict | None = None,
+               registries: Registries | None = None) -> Sweep:
+    """Load and validate ``config/sweeps/<name>.yaml`` (plus top-level overrides).
+
+    ``registries``: the registries the names are checked against (``datasets``,
+    ``models``, ``saliency``, ``training``; :func:`pipeline.stages.sweep.registries`);
+    None checks the file's structure and cross-references only.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"profile file not found: {path}")
+        raise ConfigError(f"sweep file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    profile = from_dict(Profile, data, f"profile {path.stem}")
-    validate_profile(profile)
-    return profile
+    sweep = from_dict(Sweep, data, f"sweep {path.stem}")
+    validate_sweep(sweep, registries)
+    return sweep
 
 
-def validate_profile(p: Profile) -> None:
-    """Cross-checks that need the registries: names exist, sources and bases resolve."""
-    from pipeline.config import build_method
-    from pipeline.data import DATASETS
-    from pipeline.models import MODELS
-    from pipeline.saliency import SALIENCY
-    from pipeline.train import TRAINING
+@dataclass(frozen=True)
+class Registries:
+    """The registries a sweep's names are checked against, handed in by the caller (the
+    config layer imports no data set, model, saliency or training code)."""
 
+    datasets: Registry
+    models: Registry
+    saliency: Registry
+    training: Registry
+
+
+def validate_sweep(p: Sweep, registries: Registries | None = None) -> None:
+    """Cross-checks: sources and bases resolve; with ``registries``, every name exists
+    and every method's parameters build."""
+    r = registries
     for name, d in p.datasets.items():
-        where = f"profile {p.name}: datasets.{name}"
-        build_method(DATASETS, d.adapter, _dataset_params(p, d), where)
+        where = f"sweep {p.name}: datasets.{name}"
+        if r is not None:
+            build_method(r.datasets, d.adapter, _dataset_params(p, d), where)
     for name, t in p.teachers.items():
-        _check_name(MODELS, t.arch, f"teachers.{name}.arch")
+        if r is not None:
+            _check_name(r.models, t.arch, f"teachers.{name}.arch")
         _check_datasets(p, t.datasets, f"teachers.{name}.datasets")
-    _check_name(MODELS, p.student.arch, "student.arch")
+    if r is not None:
+        _check_name(r.models, p.student.arch, "student.arch")
     for src, s in p.saliency.items():
         origin, _, method = src.partition(".")
         where = f"saliency.{src}"
@@ -161,10 +178,12 @@ def validate_profile(p: Profile) -> None:
                 raise ConfigError(
                     f"{where}: teacher {origin!r} is not in teachers ({', '.join(p.teachers)})"
                 )
-            build_method(SALIENCY, s.method or method, s.params, where)
+            if r is not None:
+                build_method(r.saliency, s.method or method, s.params, where)
         _check_datasets(p, s.datasets, f"{where}.datasets")
     for name, s in p.students.items():
-        build_method(TRAINING, s.method, s.params, f"students.{name}")
+        if r is not None:
+            build_method(r.training, s.method, s.params, f"students.{name}")
         for src in s.saliency:
             if src not in p.saliency:
                 raise ConfigError(
@@ -174,7 +193,7 @@ def validate_profile(p: Profile) -> None:
         _check_datasets(p, s.datasets, f"students.{name}.datasets")
     for name, s in p.sad.items():
         if s.base not in p.students:
-            raise ConfigError(f"sad.{name}.base: {s.base!r} is not a student of this profile")
+            raise ConfigError(f"sad.{name}.base: {s.base!r} is not a student of this sweep")
         if name in p.students:
             raise ConfigError(f"sad.{name}: the name is already a student")
 
@@ -184,13 +203,13 @@ def _check_name(registry, name: str, where: str) -> None:
         raise ConfigError(f"{where}: unknown {registry.family} {name!r}; known: {', '.join(registry.names())}")
 
 
-def _check_datasets(p: Profile, names: tuple[str, ...] | None, where: str) -> None:
+def _check_datasets(p: Sweep, names: tuple[str, ...] | None, where: str) -> None:
     for d in names or ():
         if d not in p.datasets:
             raise ConfigError(f"{where}: data set {d!r} is not in datasets ({', '.join(p.datasets)})")
 
 
-def _dataset_params(p: Profile, d: DatasetSpec) -> dict:
+def _dataset_params(p: Sweep, d: DatasetSpec) -> dict:
     params = dict(d.params)
     if d.root is not None:
         params["root"] = str(Path(p.data_root) / d.root)

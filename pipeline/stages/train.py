@@ -12,24 +12,26 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
 
-from pipeline.cache import stream_chunks  # noqa: F401  (registers chunks, auto)
-from pipeline.cache.stream import STREAMS, read_split_arrays
-from pipeline.config import ConfigError, build_method, from_dict, parse_pairs, to_dict
-from pipeline.models.prune import PruneConfig, apply_masks, magnitude_masks, sparsity
-from pipeline.seed import resolve_device, seed_everything
-from pipeline.train import TRAINING
-from pipeline.train.checkpoint import (
+from pipeline.cache import STREAMS
+from pipeline.cache.sources import open_extras
+from pipeline.cache.store import open_store
+from pipeline.cache.stream import read_split_arrays
+from pipeline.config import ConfigError, build_method, from_dict, to_dict
+from pipeline.core.io import atomic_write_bytes
+from pipeline.core.seeds import resolve_device, seed_everything
+from pipeline.models import build_model
+from pipeline.models.checkpoint import (
     SIDECAR_FILE,
-    atomic_write_bytes,
     check_meta,
-    load_model,
+    load_network,
     read_sidecar,
 )
+from pipeline.models.prune import PruneConfig, apply_masks, magnitude_masks, sparsity
+from pipeline.train import TRAINING
 from pipeline.train.config import TrainConfig
 from pipeline.train.loop import RESUME_FILE, Trainer, _diff, resume_key
 
@@ -41,8 +43,6 @@ TEACHER_METHODS = {"std": "standard", "adv": "pgd_at", "sparse": "standard"}
 
 def open_train_store(store: str | Path):
     """The zarr group of a prepared store (missing store or schema: clear error)."""
-    from pipeline.cache.store import open_store
-
     return open_store(store, mode="r")
 
 
@@ -54,15 +54,6 @@ def _store_meta(group, store: str | Path) -> dict:
     if missing:
         raise ValueError(f"store {store} lacks root attribute(s) {', '.join(missing)}")
     return attrs
-
-
-def _provenance(group, split: str, sources: Sequence[str]) -> dict:
-    """Provenance attrs of every cached saliency source the run reads."""
-    if not sources:
-        return {}
-    from pipeline.cache.saliency_store import source_provenance
-
-    return {src: source_provenance(group, split, src) for src in sources}
 
 
 def finished_run(out: Path, meta: dict) -> bool:
@@ -137,11 +128,10 @@ def run_train(
         "saliency_sources": {},
         **(extra_meta or {}),
     }
-    from pipeline.train.sources import check_sources
-
-    # every named source present, complete and of this data set, before anything runs
-    check_sources(group, "train", [*saliency, *masks_from])
-    meta["saliency_sources"] = _provenance(group, "train", [*saliency, *masks_from])
+    # every named source present, complete and of this data set, before anything runs;
+    # checked once here, the stream reads through these same readers
+    extras = open_extras(group, "train", saliency, masks_from, spec.prepare_saliency)
+    meta["saliency_sources"] = {s.name: s.provenance for s in [*extras[0], *extras[1]]}
     if finished_run(out, meta):
         log.info("%s already holds this finished run; nothing to do", out)
         (out / RESUME_FILE).unlink(missing_ok=True)  # stale if killed right at the end
@@ -152,8 +142,6 @@ def run_train(
         }
     dev = resolve_device(device if device is not None else cfg.device)
     seed_everything(cfg.seed)
-    from pipeline.models import build_model
-
     model = build_model(
         cfg.net.arch,
         meta["num_classes"],
@@ -167,9 +155,7 @@ def run_train(
     stream = STREAMS.get(cfg.stream).from_store(
         group,
         "train",
-        saliency=saliency,
-        masks=masks_from,
-        prepare=spec.prepare_saliency,
+        extras=extras,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         device=dev,
@@ -243,7 +229,7 @@ def run_train_teacher(
     )
     dense = run_train(store, method, params, cfg, out / "dense", device=device)
     fingerprint = _store_meta(open_train_store(store), store)["fingerprint"]
-    model, _ = load_model(
+    model, _ = load_network(
         dense["out"], expect_dataset_fingerprint=fingerprint, expect_arch=arch
     )
     masks = magnitude_masks(model, pcfg.sparsity, pcfg.scope)
@@ -276,8 +262,3 @@ def check_checkpoint_for(
     side = read_sidecar(ckpt)
     check_meta(side, ckpt, attrs["fingerprint"], arch)
     return side
-
-
-def params_from_pairs(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["eps=8/255", "steps=5"]`` -> ``{"eps": "8/255", "steps": 5}`` (YAML scalars)."""
-    return parse_pairs(pairs)

@@ -1,7 +1,7 @@
 """``salpipe precompute-saliency``: fill one saliency source of a split, resumably.
 
 The driver creates (or checks) the source group, then runs one Dask task per missing
-chunk (:func:`pipeline.cache.chunk_saliency.compute_chunk`) on the threaded scheduler
+chunk (:func:`pipeline.stages.saliency_chunks.compute_chunk`) on the threaded scheduler
 or on a ``dask.distributed`` cluster. After each task finishes, the driver appends its
 index to the ``chunks_done`` attr, so a run killed at any point resumes with the chunks
 not yet recorded; recomputing a chunk writes the same bytes, so a resumed cache is
@@ -18,9 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dask.local
+import dask.threaded
+import torch
+from dask.callbacks import Callback
+from tqdm import tqdm
+
 import pipeline
 from pipeline.cache import layout
-from pipeline.cache.chunk_saliency import ChunkJob, compute_chunk
 from pipeline.cache.saliency_store import (
     ANNOTATION,
     ProvenanceMismatchError,
@@ -31,6 +36,10 @@ from pipeline.cache.saliency_store import (
     provenance_differences,
     split_array,
 )
+from pipeline.config import build_method, to_dict
+from pipeline.models.checkpoint import check_meta, checkpoint_sha256, read_sidecar
+from pipeline.saliency import SALIENCY
+from pipeline.stages.saliency_chunks import ChunkJob, compute_chunk
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +86,6 @@ def source_name(cfg: PrecomputeConfig) -> str:
 
 def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
     """The provenance attrs this run would write (validates method, params, target)."""
-    from pipeline.config import build_method, to_dict
 
     fingerprint = group.attrs.get("fingerprint")
     origin, _, kind = source.partition(".")
@@ -97,8 +105,6 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
         return annotation_provenance(group, kind)
     if cfg.teacher is None or cfg.method is None:
         raise ValueError(f"source {source!r} needs --teacher and --method")
-    from pipeline.saliency import SALIENCY
-    from pipeline.train.checkpoint import check_meta, checkpoint_sha256, read_sidecar
 
     method = build_method(SALIENCY, cfg.method, cfg.params, f"saliency {cfg.method}")
     if cfg.target not in ("label", "pred"):
@@ -140,8 +146,6 @@ def _has_bbox(cfg: PrecomputeConfig, source: str) -> bool:
         return True
     if source.startswith(f"{ANNOTATION}."):
         return False
-    from pipeline.config import build_method
-    from pipeline.saliency import SALIENCY
 
     return hasattr(build_method(SALIENCY, cfg.method, cfg.params, "saliency"), "boxes")
 
@@ -201,7 +205,6 @@ def run_precompute(
         ordered = {k: digests[k] for k in sorted(digests, key=int)}
         grp.update_attributes({"chunks_done": sorted(done), "chunk_digests": ordered})
 
-    import torch
 
     before = torch.get_num_threads()
     try:
@@ -230,7 +233,6 @@ def run_chunks(jobs: list[ChunkJob], record: Callable[[int, str], None], *,
     in the calling thread as soon as its task has finished."""
     if not jobs:
         return
-    from tqdm import tqdm
 
     bar = tqdm(total=len(jobs), desc="chunks", unit="chunk", disable=None)
     try:
@@ -243,9 +245,6 @@ def run_chunks(jobs: list[ChunkJob], record: Callable[[int, str], None], *,
 
 
 def _run_local(jobs, record, bar, scheduler, workers) -> None:
-    import dask.local
-    import dask.threaded
-    from dask.callbacks import Callback
 
     tasks = {("chunk", job.index): (compute_chunk, job) for job in jobs}
 

@@ -108,13 +108,21 @@ class Dag:
     def sad_base(self, name: str) -> str:
         return self.sweep.sad[name].base
 
-    def sad_args(self, name: str) -> str:
-        s = self.sweep.sad[name]
-        args = [f"--ratio {s.ratio}", f"--attack {s.attack}", kv_args("-p", s.attack_params),
-                f"--saliency {s.saliency}", f"--normalise {s.normalise}"]
-        args += [] if s.bn_update else ["--no-bn-update"]
-        args += [] if s.add_saliency else ["--no-saliency"]
-        return " ".join(a for a in args if a)
+    def sad_args(self, name: str, seed: int) -> str:
+        """Options of sad-calibrate besides model, store and out: ``--seed`` (the job's)
+        and every setting of the sweep entry that differs from the
+        :class:`~pipeline.config.sad.SadConfig` defaults, as ``-s key=value`` (mappings
+        as dotted keys, ``-s attack_params.eps=8/255``)."""
+        settings = self.sweep.sad[name].overrides()
+        settings.pop("seed", None)  # the job's seed, never the entry's
+        pairs = {}
+        for key, value in settings.items():
+            if isinstance(value, dict):
+                pairs.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                pairs[key] = value
+        pairs = {k: "null" if v is None else v for k, v in pairs.items()}
+        return " ".join(x for x in [f"--seed {int(seed)}", kv_args("-s", pairs)] if x)
 
     def eval_args(self, dataset: str) -> str:
         e = self.sweep.evaluate

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.config import ConfigError, build_method, from_dict
+from pipeline.config.sad import SadConfig
 from pipeline.core.registry import Registry
 
 
@@ -41,12 +42,18 @@ class TeacherSpec:
     datasets: tuple[str, ...] | None = None  # None = every data set of the sweep
 
 
+# Whose class a teacher's saliency map explains: the true label or the teacher's
+# prediction. One default for the sweep files and ``salpipe precompute-saliency``.
+SALIENCY_TARGETS = ("label", "pred")
+DEFAULT_TARGET = "pred"
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """A saliency source ``<teacher>.<method>`` or ``annotation.<mask|bbox>``."""
 
     method: str | None = None  # None for annotation sources; else a saliency method name
-    target: Literal["label", "pred"] = "pred"
+    target: Literal["label", "pred"] = DEFAULT_TARGET
     params: dict[str, Any] = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None
 
@@ -61,18 +68,15 @@ class StudentSpec:
     datasets: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
-class SadSpec:
-    """A SAD model: recalibrate the BN statistics of student ``base`` (paper 001)."""
+@dataclass(frozen=True, kw_only=True)
+class SadModelSpec(SadConfig):
+    """A SAD model: recalibrate the BN statistics of student ``base`` (paper 001).
+
+    Every other key is a :class:`~pipeline.config.sad.SadConfig` setting (same defaults
+    as ``salpipe sad-calibrate``), except ``seed``: a SAD job's seed is its job's seed.
+    """
 
     base: str
-    ratio: float = 0.8  # hybridisation ratio r (paper 001: 0.8; Table 4 sweeps 0.5-0.9)
-    attack: str = "pgd"  # crafts the calibration examples under the original model
-    attack_params: dict[str, Any] = field(default_factory=dict)
-    saliency: str = "grad"  # saliency method of the predicted class
-    normalise: Literal["maxabs", "minmax", "sign", "raw"] = "maxabs"
-    bn_update: bool = True  # False: saliency-only ablation (paper Table 5)
-    add_saliency: bool = True  # False: BN-recalibration-only ablation
     datasets: tuple[str, ...] | None = None
 
 
@@ -102,7 +106,7 @@ class Sweep:
     saliency: dict[str, SourceSpec]
     student: StudentTrain
     students: dict[str, StudentSpec]
-    sad: dict[str, SadSpec] = field(default_factory=dict)
+    sad: dict[str, SadModelSpec] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     evaluate: EvalSpec = EvalSpec()
     data_root: str = "../shared/data"
@@ -192,6 +196,12 @@ def validate_sweep(p: Sweep, registries: Registries | None = None) -> None:
                 )
         _check_datasets(p, s.datasets, f"students.{name}.datasets")
     for name, s in p.sad.items():
+        if s.seed != SadConfig.seed:
+            raise ConfigError(f"sad.{name}.seed: a SAD job's seed is its job's seed "
+                              f"(the sweep's seeds: {list(p.seeds)}); drop the key")
+        if r is not None:
+            build_method(r.saliency, s.saliency, s.saliency_params, f"sad.{name}.saliency")
+        _check_datasets(p, s.datasets, f"sad.{name}.datasets")
         if s.base not in p.students:
             raise ConfigError(f"sad.{name}.base: {s.base!r} is not a student of this sweep")
         if name in p.students:

@@ -1,7 +1,8 @@
 """SAD, the saliency adversarial defence with BatchNorm recalibration (paper 001).
 
 ``calibrate`` (Alg. 1 model update: BN statistics of processed adversarial training
-data) and ``model`` (the inference-time wrapper, exact or BPDA gradients). The stage is
+data) and ``model`` (the inference-time wrapper, exact or BPDA gradients); both read
+one :class:`~pipeline.config.sad.SadConfig`. The stage is
 :mod:`pipeline.stages.sad_calibrate`; the attack views of a defence are
 :mod:`pipeline.evaluate.views`.
 
@@ -14,8 +15,9 @@ from pipeline.core.registry import Registry
 
 WRAPPERS = Registry("model wrapper")
 
-from pipeline.sad.calibrate import SADCalibration, calibrate, recalibrate_bn
-from pipeline.sad.model import SADModel, SADSpec, normalise_map, spec_from_meta
+from pipeline.config.sad import SadConfig
+from pipeline.sad.calibrate import build_attack, calibrate, check_names, recalibrate_bn
+from pipeline.sad.model import SADModel, spec_from_meta, wrapper_block
 
 
 @WRAPPERS.register("sad")
@@ -24,5 +26,5 @@ def wrap_sad(network, wrapper: dict) -> SADModel:
     return SADModel(network, spec_from_meta(wrapper))
 
 
-__all__ = ["WRAPPERS", "SADCalibration", "SADModel", "SADSpec", "calibrate",
-           "normalise_map", "recalibrate_bn", "spec_from_meta"]
+__all__ = ["WRAPPERS", "SADModel", "SadConfig", "build_attack", "calibrate", "check_names",
+           "recalibrate_bn", "spec_from_meta", "wrapper_block"]

@@ -26,8 +26,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -36,66 +34,29 @@ from tqdm import tqdm
 from pipeline.attacks import ATTACKS
 from pipeline.cache.stream import MemoryStream
 from pipeline.config import build_method
-from pipeline.sad.model import SADModel, SADSpec
+from pipeline.config.sad import SadConfig
+from pipeline.core.modes import module_mode
+from pipeline.sad.model import SADModel
+from pipeline.saliency import SALIENCY
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SADCalibration:
-    """Hyperparameters of ``salpipe sad-calibrate`` (all recorded in the sidecar).
+def build_attack(cfg: SadConfig):
+    """The calibration attack of ``cfg`` (``ATTACKS``; an unknown name or parameter is a
+    config error naming ``sad.attack``)."""
+    return build_method(ATTACKS, cfg.attack, dict(cfg.attack_params), "sad.attack")
 
-    Args:
-        ratio: hybridization ratio r (paper 0.8; Table 4 sweeps 0.5-0.9).
-        attack: attack name (``ATTACKS``) crafting x_adv under the original model.
-        attack_params: its parameters (e.g. ``eps``, ``steps``).
-        saliency: saliency method (``SALIENCY``) of the predicted class.
-        saliency_params: its hyperparameters.
-        normalise: per-image map normalisation (``maxabs`` | ``minmax`` | ``sign`` | ``raw``).
-        bn_update: recalibrate BN statistics (False: saliency-only ablation, Table 5).
-        add_saliency: add the map at calibration and inference (False: BN-only ablation).
-        grad_mode: default gradient mode of the saved SAD model (``exact`` | ``bpda``).
-        batch_size: calibration batch size; batches: at most this many (None: all).
-        seed: seeds the batch order and the attack's random starts.
+
+def check_names(cfg: SadConfig) -> None:
+    """The registry checks :class:`SadConfig` cannot make (the config layer has no
+    registries): the attack and the saliency method exist and their parameters build.
+
+    Raises:
+        ConfigError: naming ``sad.attack`` or ``sad.saliency``.
     """
-
-    ratio: float = 0.8
-    attack: str = "pgd"
-    attack_params: dict[str, Any] = field(default_factory=dict)
-    saliency: str = "grad"
-    saliency_params: dict[str, Any] = field(default_factory=dict)
-    normalise: str = "maxabs"
-    bn_update: bool = True
-    add_saliency: bool = True
-    grad_mode: str = "exact"
-    batch_size: int = 128
-    batches: int | None = None
-    seed: int = 0
-
-    def __post_init__(self):
-        if not (self.bn_update or self.add_saliency):
-            raise ValueError("SAD with neither BN update nor saliency is the base model; "
-                             "drop --no-bn-update or --no-saliency")
-        if self.batch_size < 1 or (self.batches is not None and self.batches < 1):
-            raise ValueError("SAD calibration needs batch_size >= 1 and batches >= 1")
-        self.spec()  # validates ratio, saliency, normalisation, grad mode
-
-    @property
-    def variant(self) -> str:
-        """``sad``, ``sad_bn_only`` (no saliency) or ``sad_saliency_only`` (no BN update)."""
-        if not self.add_saliency:
-            return "sad_bn_only"
-        return "sad" if self.bn_update else "sad_saliency_only"
-
-    def spec(self) -> SADSpec:
-        """The inference-time wrapper spec."""
-        return SADSpec(ratio=self.ratio, saliency=self.saliency,
-                       saliency_params=dict(self.saliency_params), normalise=self.normalise,
-                       grad_mode=self.grad_mode, add_saliency=self.add_saliency)
-
-    def build_attack(self):
-
-        return build_method(ATTACKS, self.attack, dict(self.attack_params), "sad.attack")
+    build_attack(cfg)
+    build_method(SALIENCY, cfg.saliency, dict(cfg.saliency_params), "sad.saliency")
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -105,7 +66,7 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 def recalibrate_bn(network: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                   original: nn.Module, attack, spec: SADSpec, *, seed: int = 0) -> int:
+                   original: nn.Module, attack, cfg: SadConfig, *, seed: int = 0) -> int:
     """Replace ``network``'s BN running statistics by those of processed batches.
 
     Args:
@@ -113,7 +74,7 @@ def recalibrate_bn(network: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
         batches: ``(x, y, index)`` triples, x in [0, 1] on the network's device.
         original: the frozen original model Phi0 (attacks and saliency are taken under it).
         attack: ``Attack`` crafting x_adv under ``original``.
-        spec: ratio, saliency and normalisation of the processed input.
+        cfg: ratio, saliency and normalisation of the processed input.
         seed: attack seed (per-example streams keyed by dataset index).
 
     Returns:
@@ -123,8 +84,7 @@ def recalibrate_bn(network: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
     if not layers:
         raise ValueError(f"{type(network).__name__} has no BatchNorm layers to recalibrate")
     momenta = [m.momentum for m in layers]
-    processor = SADModel(original, spec)
-    was_training = network.training
+    processor = SADModel(original, cfg)
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches
@@ -134,27 +94,25 @@ def recalibrate_bn(network: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
             x_adv = attack(original, x, y, index=index, seed=seed)
             with torch.no_grad():
                 x_s = processor.purify(x_adv)
-                network.train()
-                network(x_s)
-                network.eval()
+                with module_mode(network, True):  # train mode: the running stats move
+                    network(x_s)
             count += 1
     finally:
         for m, mom in zip(layers, momenta):
             m.momentum = mom
-        network.train(was_training)
     if count == 0:
         raise ValueError("SAD calibration got no batches (empty training split?)")
     return count
 
 
-def calibrate(model: nn.Module, images, labels, cfg: SADCalibration,
+def calibrate(model: nn.Module, images, labels, cfg: SadConfig,
               device: torch.device | str = "cpu") -> tuple[nn.Module, int]:
     """The recalibrated copy of ``model`` (the original is left untouched).
 
     Args:
         model: the trained classifier Phi0 (with BatchNorm).
         images: uint8 ``[N, C, H, W]`` training images; labels: ``[N]``.
-        cfg: calibration hyperparameters.
+        cfg: the SAD settings (:class:`~pipeline.config.sad.SadConfig`).
 
     Returns:
         ``(network Phi1 in eval mode, batches used)``; with ``bn_update`` False, Phi1 is
@@ -181,7 +139,7 @@ def calibrate(model: nn.Module, images, labels, cfg: SADCalibration,
 
     used = recalibrate_bn(network, tqdm(batches(), total=total, desc="sad-calibrate",
                                         leave=False),
-                          original, cfg.build_attack(), cfg.spec(), seed=cfg.seed)
+                          original, build_attack(cfg), cfg, seed=cfg.seed)
     log.info("recalibrated %d BN layers on %d batches of %d", len(batchnorm_layers(network)),
              used, stream.batch_size)
     return network.eval(), used

@@ -21,93 +21,37 @@ exactly as at calibration. The paper does not say how maps are normalised; ``max
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from pipeline.config import build_method
+from pipeline.config.sad import SadConfig
 from pipeline.saliency import SALIENCY
+from pipeline.saliency.transforms import normalise
 
-GRAD_MODES = ("exact", "bpda")
-NORMALISATIONS = ("maxabs", "minmax", "sign", "raw")
-
-
-def normalise_map(attr: torch.Tensor, how: str) -> torch.Tensor:
-    """Per-image normalisation, differentiable and dtype-preserving.
-
-    Same rules as :func:`pipeline.saliency.transforms.normalise` (a test holds them equal
-    in float32), which casts to float32 and so cannot serve the float64 gradient check.
-
-    Args:
-        attr: maps ``[N, ...]``.
-        how: ``maxabs`` | ``minmax`` | ``sign`` | ``raw``; a constant map becomes 0.
-
-    Returns:
-        a tensor shaped like ``attr``.
-    """
-    if how not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, not {how!r}")
-    if how == "raw":
-        return attr
-    if how == "sign":
-        return attr.sign()
-    flat = attr.flatten(1)
-    if how == "maxabs":
-        scale = flat.abs().amax(1, keepdim=True)
-        out = flat / torch.where(scale > 0, scale, torch.ones_like(scale))
-    else:
-        lo = flat.amin(1, keepdim=True)
-        rng = flat.amax(1, keepdim=True) - lo
-        out = (flat - lo) / torch.where(rng > 0, rng, torch.ones_like(rng))
-    return out.view_as(attr)
+# The sidecar's ``wrapper`` block: the inference settings, in this order (a checkpoint's
+# identity in the results is derived from its sidecar, so the keys never change).
+WRAPPER_KEYS = ("ratio", "saliency", "saliency_params", "normalise", "grad_mode",
+                "add_saliency")
 
 
-@dataclass(frozen=True)
-class SADSpec:
-    """What the SAD wrapper does at inference (the sidecar's ``wrapper`` block).
+def wrapper_block(cfg: SadConfig) -> dict[str, Any]:
+    """The sidecar's ``wrapper`` block of ``cfg``: ``{"name": "sad", ratio, saliency,
+    saliency_params, normalise, grad_mode, add_saliency}``."""
+    block: dict[str, Any] = {"name": "sad"}
+    for key in WRAPPER_KEYS:
+        value = getattr(cfg, key)
+        block[key] = dict(value) if isinstance(value, dict) else value
+    return block
 
-    Args:
-        ratio: hybridization ratio r (paper: 0.8); 0 adds nothing.
-        saliency: saliency method name (``SALIENCY``), of the predicted class.
-        saliency_params: that method's hyperparameters.
-        normalise: per-image normalisation of the map (``maxabs`` default).
-        grad_mode: ``exact`` (double backprop) or ``bpda`` (saliency term constant).
-        add_saliency: False for the BN-recalibration-only ablation (forward = network).
-    """
 
-    ratio: float = 0.8
-    saliency: str = "grad"
-    saliency_params: dict[str, Any] = field(default_factory=dict)
-    normalise: str = "maxabs"
-    grad_mode: str = "exact"
-    add_saliency: bool = True
-
-    def __post_init__(self):
-
-        if self.grad_mode not in GRAD_MODES:
-            raise ValueError(f"SAD grad_mode must be one of {GRAD_MODES}, not "
-                             f"{self.grad_mode!r}")
-        if self.normalise not in NORMALISATIONS:
-            raise ValueError(f"SAD normalise must be one of {NORMALISATIONS}, not "
-                             f"{self.normalise!r}")
-        if not 0 <= float(self.ratio) <= 10:
-            raise ValueError(f"SAD ratio must be in [0, 10], got {self.ratio}")
-        SALIENCY.get(self.saliency)  # unknown name -> error listing the known ones
-        if self.grad_mode == "exact" and self.saliency != "grad" and self.active:
-            raise ValueError(
-                f"SAD grad_mode 'exact' needs saliency 'grad' (the maps of "
-                f"{self.saliency!r} are detached, so double backprop cannot see them); "
-                "use grad_mode 'bpda'")
-
-    @property
-    def active(self) -> bool:
-        """Whether a saliency term is added at all."""
-        return self.add_saliency and float(self.ratio) != 0.0
-
-    def to_dict(self) -> dict:
-        return {"name": "sad", **asdict(self)}
+def spec_from_meta(wrapper: dict) -> SadConfig:
+    """The :class:`SadConfig` of a sidecar's ``wrapper`` block (other keys ignored; the
+    calibration-only settings take their defaults)."""
+    return SadConfig(**{k: wrapper[k] for k in WRAPPER_KEYS if k in wrapper})
 
 
 def predicted_class_gradient(network: nn.Module, x: torch.Tensor,
@@ -132,7 +76,8 @@ class SADModel(nn.Module):
     Args:
         network: the (BN-recalibrated) classifier; exposed as ``.network`` so that
             non-adaptive attacks can target it alone.
-        spec: :class:`SADSpec` (ratio, saliency, normalisation, gradient mode).
+        cfg: :class:`~pipeline.config.sad.SadConfig`; inference reads its ratio,
+            saliency (and params), normalisation, gradient mode and add_saliency.
 
     Shape:
         x: ``[N, C, H, W]`` in [0, 1]; returns logits ``[N, K]``.
@@ -141,14 +86,15 @@ class SADModel(nn.Module):
     parameter ``.grad`` is written by the saliency step (``autograd.grad`` only).
     """
 
-    def __init__(self, network: nn.Module, spec: SADSpec = SADSpec()):
+    def __init__(self, network: nn.Module, cfg: SadConfig | None = None):
         super().__init__()
+        cfg = SadConfig() if cfg is None else cfg
         self.network = network.eval()
-        self.spec = spec
+        self.spec = cfg  # the settings (pipeline.evaluate.views reads `.spec`)
+        SALIENCY.get(cfg.saliency)  # unknown name -> KeyError listing the known ones
         self._method = None
-        if spec.active and spec.saliency != "grad":
-
-            self._method = build_method(SALIENCY, spec.saliency, dict(spec.saliency_params),
+        if cfg.active and cfg.saliency != "grad":
+            self._method = build_method(SALIENCY, cfg.saliency, dict(cfg.saliency_params),
                                         "sad.saliency")
 
     def train(self, mode: bool = True) -> SADModel:
@@ -180,7 +126,7 @@ class SADModel(nn.Module):
         """The processed input ``clip(x + ratio * normalise(S1(x)), 0, 1)``."""
         if not self.spec.active:
             return x
-        term = float(self.spec.ratio) * normalise_map(self.saliency(x), self.spec.normalise)
+        term = float(self.spec.ratio) * normalise(self.saliency(x), self.spec.normalise)
         if self.spec.grad_mode == "bpda":
             term = term.detach()
         return (x + term).clamp(0, 1)
@@ -189,13 +135,6 @@ class SADModel(nn.Module):
         return self.network(self.purify(x))
 
     def extra_repr(self) -> str:
-        s = self.spec
-        return (f"ratio={s.ratio}, saliency={s.saliency}, normalise={s.normalise}, "
-                f"grad_mode={s.grad_mode}, add_saliency={s.add_saliency}")
-
-
-def spec_from_meta(wrapper: dict) -> SADSpec:
-    """The :class:`SADSpec` of a sidecar's ``wrapper`` block (unknown keys ignored)."""
-
-    names = {f.name for f in fields(SADSpec)}
-    return SADSpec(**{k: v for k, v in wrapper.items() if k in names})
+        c = self.spec
+        return (f"ratio={c.ratio}, saliency={c.saliency}, normalise={c.normalise}, "
+                f"grad_mode={c.grad_mode}, add_saliency={c.add_saliency}")

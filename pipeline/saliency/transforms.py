@@ -17,38 +17,47 @@ NORMALISATIONS = ("maxabs", "minmax", "sign", "raw")
 
 
 def _per_image(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1)
+    """``[N, ...] -> [N, D]`` (an empty batch too; ``[N]`` becomes ``[N, 1]``)."""
+    return t.flatten(1) if t.dim() > 1 else t.reshape(-1, 1)
 
 
 def normalise(attr: torch.Tensor, how: str = "maxabs") -> torch.Tensor:
-    """Normalise each image's map on its own.
+    """Normalise each image's map on its own; differentiable (SAD's exact gradient mode
+    backpropagates through it) and dtype-preserving.
+
+    The one per-image normalisation of the package: the SAD wrapper's map, SAT's
+    ``minmax`` transform and :func:`box_from_map` all call it.
 
     Args:
-        attr: maps ``[N, ...]``.
+        attr: maps ``[N, ...]``; a floating tensor keeps its dtype (float64 stays
+            float64, float16 stays float16: cast first to compute in float32), any other
+            dtype is cast to float32.
         how: ``maxabs`` (divide by max |value|: [-1, 1], sign kept), ``minmax`` (to
             [0, 1], as SAT's code and pytorch-grad-cam), ``sign`` (-1/0/+1, what SAT uses
-            for GBP) or ``raw`` (unchanged). A constant map becomes 0 under
-            ``maxabs``/``minmax`` (never NaN).
+            for GBP) or ``raw`` (unchanged values, a new tensor). A constant map becomes
+            0 under ``minmax`` and 1 (its sign) under ``maxabs``; an all-zero map stays
+            0 (never NaN).
 
     Returns:
         a float tensor shaped like ``attr``.
     """
-    attr = attr.float()
-    flat = _per_image(attr)
+    if how not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, not {how!r}")
+    if not attr.is_floating_point():
+        attr = attr.float()
     if how == "raw":
         return attr.clone()
     if how == "sign":
         return attr.sign()
+    flat = _per_image(attr)
     if how == "maxabs":
-        scale = flat.abs().amax(1)
-        out = flat / torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]
-        return out.view_as(attr)
-    if how == "minmax":
+        scale = flat.abs().amax(1, keepdim=True)
+        out = flat / torch.where(scale > 0, scale, torch.ones_like(scale))
+    else:  # minmax
         lo = flat.amin(1, keepdim=True)
         rng = flat.amax(1, keepdim=True) - lo
         out = (flat - lo) / torch.where(rng > 0, rng, torch.ones_like(rng))
-        return out.view_as(attr)
-    raise ValueError(f"normalisation must be one of {NORMALISATIONS}, not {how!r}")
+    return out.view_as(attr)
 
 
 def channel_energy(attr: torch.Tensor) -> torch.Tensor:

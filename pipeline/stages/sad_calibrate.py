@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.cache.store import open_store, read_split, store_info
+from pipeline.config.sad import SadConfig
 from pipeline.core.io import atomic_dir
 from pipeline.core.seeds import resolve_device, seed_everything
 from pipeline.models.checkpoint import load_network, read_sidecar, save_checkpoint
-from pipeline.sad.calibrate import SADCalibration, calibrate
-from pipeline.sad.model import SADModel, SADSpec, spec_from_meta
+from pipeline.sad.calibrate import calibrate, check_names
+from pipeline.sad.model import SADModel, spec_from_meta, wrapper_block
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _method_name(base_method: str | None, variant: str) -> str:
 
 
 def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
-                      cfg: SADCalibration | None = None, *,
+                      cfg: SadConfig | None = None, *,
                       device: str | torch.device = "auto", split: str = "train",
                       overwrite: bool = False) -> dict:
     """Calibrate SAD from the checkpoint ``model_dir`` on ``split`` of ``store``.
@@ -50,7 +51,7 @@ def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
         model_dir: run directory of the original model (standard, PGD-AT or TRADES).
         store: the data set's Zarr store (its fingerprint must match the model's).
         out: output run directory (a checkpoint with a ``wrapper`` block).
-        cfg: :class:`SADCalibration` (None: the defaults).
+        cfg: :class:`~pipeline.config.sad.SadConfig` (None: the defaults).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         split: calibration split (the paper: the training set).
         overwrite: replace an ``out`` made with another configuration.
@@ -58,7 +59,8 @@ def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
     Returns:
         ``{"skipped", "out", "batches", "seconds", "method"}``.
     """
-    cfg = cfg if cfg is not None else SADCalibration()
+    cfg = SadConfig() if cfg is None else cfg.config()  # a sweep entry's extra keys dropped
+    check_names(cfg)  # before any data is read
     device = resolve_device(device)
     out = Path(out)
     base_sidecar = read_sidecar(model_dir)
@@ -85,7 +87,7 @@ def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
     t0 = time.perf_counter()
     network, used = calibrate(model, arrays.images, arrays.labels, cfg, device=device)
     secs = time.perf_counter() - t0
-    wrapper = cfg.spec().to_dict()
+    wrapper = wrapper_block(cfg)
     new_meta = {k: v for k, v in meta.items()
                 if k not in ("sha256", "salpipe_version", "created", "wrapper")}
     new_meta.update({
@@ -122,8 +124,8 @@ def load_sad_model(model_dir: str | Path, device: str | torch.device = "cpu",
     block = meta.get("wrapper") or {}
     if block.get("name") != "sad":
         raise ValueError(f"{model_dir} is not a SAD model (sidecar has no wrapper 'sad')")
-    spec = spec_from_meta(block)
+    cfg = spec_from_meta(block)
     if grad_mode is not None:
-        spec = SADSpec(**{**asdict(spec), "grad_mode": grad_mode})
-    return SADModel(network, spec).to(device).eval(), meta
+        cfg = replace(cfg, grad_mode=grad_mode)
+    return SADModel(network, cfg).to(device).eval(), meta
 

@@ -97,6 +97,19 @@ def _sweep(tmp_path, edit):
          "resolutoin: unknown key"),
         (lambda d: d["teachers"]["cnn_std"].update(mode="robust"), "allowed values: std"),
         (lambda d: d.update(sedes=[0]), "sedes: unknown key (did you mean 'seeds'?)"),
+        (lambda d: d.update(sad={"s": {"ratio": 0.5}}), "missing required key(s): sweep p.sad.s.base"),
+        (lambda d: d.update(sad={"s": {"base": "standard", "normalise": "l2"}}),
+         "sad.s.normalise: 'l2' is not allowed"),
+        (lambda d: d.update(sad={"s": {"base": "standard", "ratoi": 0.5}}),
+         "sad.s.ratoi: unknown key (did you mean 'ratio'?)"),
+        (lambda d: d.update(sad={"s": {"base": "standard", "seed": 1}}),
+         "sad.s.seed: a SAD job's seed is its job's seed"),
+        (lambda d: d.update(sad={"s": {"base": "standard", "saliency": "gradd"}}),
+         "sad.s.saliency: unknown saliency method 'gradd'"),
+        (lambda d: d.update(sad={"s": {"base": "standard", "saliency": "gbp",
+                                       "grad_mode": "exact"}}),
+         "'exact' needs saliency 'grad'"),
+        (lambda d: d.update(sad={"s": {"base": "nobody"}}), "'nobody' is not a student"),
     ],
 )
 def test_profile_errors_name_the_key(tmp_path, edit, message):
@@ -110,3 +123,18 @@ def test_every_shipped_profile_loads():
         sweep = load_sweep(path)
         assert sweep.name == path.stem
         assert sweep.students
+
+
+def test_sweep_sad_entries_are_sad_configs():
+    from pipeline.config.sad import SadConfig
+
+    sweep = load_sweep(REPO / "config/sweeps/cifar_quick.yaml")
+    entry = sweep.sad["sad_bn_only"]
+    assert isinstance(entry, SadConfig) and entry.base == "standard"
+    assert entry.config() == SadConfig(ratio=0.8, add_saliency=False,
+                                       attack_params={"eps": "8/255", "steps": 5})
+    assert entry.overrides() == {"attack_params": {"eps": "8/255", "steps": 5},
+                                 "add_saliency": False}
+    assert SadConfig(saliency="gbp").overrides() == {"saliency": "gbp"}  # grad_mode implied
+    assert SadConfig(saliency="gbp", ratio=0, grad_mode="exact").overrides() == {
+        "saliency": "gbp", "ratio": 0, "grad_mode": "exact"}

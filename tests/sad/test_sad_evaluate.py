@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from pipeline.config.sad import SadConfig
 from pipeline.evaluate.presets import AttackRun
 from pipeline.evaluate.views import (
     ViewAttack,
@@ -17,7 +18,7 @@ from pipeline.evaluate.views import (
     view_model,
     with_view,
 )
-from pipeline.sad.model import SADModel, SADSpec
+from pipeline.sad.model import SADModel
 
 
 class Spy:
@@ -34,7 +35,7 @@ class Spy:
 
 
 def test_view_model_and_view_attack(bn_model):
-    sad = SADModel(bn_model, SADSpec())
+    sad = SADModel(bn_model, SadConfig())
     assert view_model(sad, "nonadaptive") is bn_model
     assert view_model(sad, "adaptive").spec.grad_mode == "exact"
     bpda = view_model(sad, "adaptive_bpda")
@@ -48,12 +49,12 @@ def test_view_model_and_view_attack(bn_model):
         view_model(sad, "sideways")
     assert available_views(bn_model) == []
     assert available_views(sad) == ["adaptive", "adaptive_bpda", "nonadaptive"]
-    gbp = SADModel(bn_model, SADSpec(saliency="gbp", grad_mode="bpda"))
+    gbp = SADModel(bn_model, SadConfig(saliency="gbp", grad_mode="bpda"))
     assert available_views(gbp) == ["adaptive_bpda", "nonadaptive"]
 
 
 def test_views_give_different_gradients(bn_model):
-    sad = SADModel(bn_model, SADSpec(ratio=0.8))
+    sad = SADModel(bn_model, SadConfig(ratio=0.8))
     x = torch.rand(3, 3, 16, 16)
     y = bn_model(x).argmax(1)
     grads = {}
@@ -66,7 +67,7 @@ def test_views_give_different_gradients(bn_model):
 
 
 def test_evaluate_views_tags_rows_and_scores_the_whole_defence(bn_model):
-    sad = SADModel(bn_model, SADSpec(ratio=0.8)).eval()
+    sad = SADModel(bn_model, SadConfig(ratio=0.8)).eval()
     x, y = torch.rand(6, 3, 16, 16), torch.arange(6) % 4
     runs = [AttackRun("pgd2", "pgd", 8 / 255, {"steps": 2})]
     assert [r.view for r in with_view(runs, "nonadaptive")] == ["nonadaptive"]

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.sad import SADCalibration
+from pipeline.sad import SadConfig
 from pipeline.stages.sad_calibrate import run_sad_calibrate
 
 
@@ -24,7 +24,7 @@ def test_evaluate_sad_checkpoint_with_views(tmp_path, store, checkpoint, presets
     from pipeline.stages.evaluate import run_evaluate
 
     sad_dir = tmp_path / "sad"
-    run_sad_calibrate(checkpoint, store, sad_dir, SADCalibration(
+    run_sad_calibrate(checkpoint, store, sad_dir, SadConfig(
         attack_params={"steps": 1}, batch_size=16, batches=1), device="cpu")
     out = tmp_path / "results.parquet"
     kw = {"split": "test", "preset": "tiny", "out": out, "device": "cpu", "n": 8,
@@ -42,7 +42,7 @@ def test_evaluate_sad_checkpoint_with_views(tmp_path, store, checkpoint, presets
     assert len(read_results(out)) == n_rows  # replaced, not duplicated
     # saliency-only shares the base weights but is another model (another identity)
     sal_dir = tmp_path / "sal_only"
-    run_sad_calibrate(checkpoint, store, sal_dir, SADCalibration(bn_update=False),
+    run_sad_calibrate(checkpoint, store, sal_dir, SadConfig(bn_update=False),
                       device="cpu")
     from cli import main
 

@@ -5,22 +5,30 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pipeline.config.sad import NORMALISATIONS, SadConfig
 from pipeline.sad.model import (
     SADModel,
-    SADSpec,
-    normalise_map,
     predicted_class_gradient,
+    spec_from_meta,
+    wrapper_block,
 )
+from pipeline.saliency.transforms import normalise
 
 
 @pytest.mark.parametrize("how", ["maxabs", "minmax", "sign", "raw"])
-def test_normalise_map_equals_saliency_transforms(how):
-    from pipeline.saliency.transforms import normalise
+def test_sad_uses_the_one_per_image_normalisation(how):
+    from pipeline.saliency import transforms
 
+    assert NORMALISATIONS == transforms.NORMALISATIONS
     attr = torch.randn(3, 3, 5, 5)
     attr[1] = 0.7  # a constant map becomes 0 (maxabs: 1), never NaN
-    torch.testing.assert_close(normalise_map(attr, how), normalise(attr, how))
-    assert normalise_map(attr.double(), how).dtype == torch.float64
+    out = normalise(attr, how)
+    assert torch.isfinite(out).all() and out.shape == attr.shape
+    if how in ("maxabs", "minmax"):
+        assert torch.all(out[1] == (1.0 if how == "maxabs" else 0.0))
+    # dtype-preserving (the float64 gradient check runs through it), any batch size
+    assert normalise(attr.double(), how).dtype == torch.float64
+    assert normalise(attr[:0], how).shape == (0, 3, 5, 5)
 
 
 def test_predicted_class_gradient_equals_registry_grad(bn_model):
@@ -34,7 +42,7 @@ def test_predicted_class_gradient_equals_registry_grad(bn_model):
 
 def test_forward_matches_definition_and_works_under_no_grad(bn_model):
     x = torch.rand(4, 3, 16, 16)
-    sad = SADModel(bn_model, SADSpec(ratio=0.8)).eval()
+    sad = SADModel(bn_model, SadConfig(ratio=0.8)).eval()
     s = predicted_class_gradient(bn_model, x, False)
     manual = bn_model((x + 0.8 * s / s.flatten(1).abs().amax(1)[:, None, None, None])
                       .clamp(0, 1))
@@ -51,7 +59,7 @@ def test_forward_matches_definition_and_works_under_no_grad(bn_model):
 def test_exact_gradient_matches_finite_differences(smooth_net):
     # ratio small and x inside [0.3, 0.7] so that clip(x + r * S) never clips
     x = (0.3 + 0.4 * torch.rand(2, 3, 4, 4, dtype=torch.float64)).requires_grad_(True)
-    sad = SADModel(smooth_net, SADSpec(ratio=0.1, grad_mode="exact")).eval()
+    sad = SADModel(smooth_net, SadConfig(ratio=0.1, grad_mode="exact")).eval()
     assert torch.autograd.gradcheck(sad, (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
@@ -61,29 +69,29 @@ def test_bpda_differs_from_exact_and_treats_saliency_as_constant(smooth_net):
 
     def grad(mode):
         xi = x.clone().requires_grad_(True)
-        out = SADModel(smooth_net, SADSpec(ratio=0.1, grad_mode=mode))(xi)
+        out = SADModel(smooth_net, SadConfig(ratio=0.1, grad_mode=mode))(xi)
         return torch.autograd.grad((out * w).sum(), xi)[0]
 
     exact, bpda = grad("exact"), grad("bpda")
-    s = normalise_map(predicted_class_gradient(smooth_net, x, False), "maxabs")
+    s = normalise(predicted_class_gradient(smooth_net, x, False), "maxabs")
     xi = x.clone().requires_grad_(True)
     ref = torch.autograd.grad((smooth_net((xi + 0.1 * s).clamp(0, 1)) * w).sum(), xi)[0]
     torch.testing.assert_close(bpda, ref)
     assert (exact - bpda).abs().max() > 1e-3 * exact.abs().max()
     # same forward in both modes
-    torch.testing.assert_close(SADModel(smooth_net, SADSpec(ratio=0.1, grad_mode="bpda"))(x),
-                               SADModel(smooth_net, SADSpec(ratio=0.1))(x))
+    torch.testing.assert_close(SADModel(smooth_net, SadConfig(ratio=0.1, grad_mode="bpda"))(x),
+                               SADModel(smooth_net, SadConfig(ratio=0.1))(x))
 
 
 def test_ratio_zero_and_bn_only_equal_the_network(bn_model):
     x = torch.rand(4, 3, 16, 16)
-    for spec in (SADSpec(ratio=0.0), SADSpec(ratio=0.8, add_saliency=False)):
+    for spec in (SadConfig(ratio=0.0), SadConfig(ratio=0.8, add_saliency=False)):
         sad = SADModel(bn_model, spec)
         assert torch.equal(sad(x), bn_model(x))
 
 
 def test_with_grad_mode_shares_the_network(bn_model):
-    sad = SADModel(bn_model, SADSpec())
+    sad = SADModel(bn_model, SadConfig())
     bpda = sad.with_grad_mode("bpda")
     assert bpda.network is bn_model and bpda.spec.grad_mode == "bpda"
     assert sad.spec.grad_mode == "exact"
@@ -91,18 +99,35 @@ def test_with_grad_mode_shares_the_network(bn_model):
 
 def test_spec_errors_name_the_problem():
     with pytest.raises(ValueError, match="grad_mode"):
-        SADSpec(grad_mode="magic")
+        SadConfig(grad_mode="magic")
     with pytest.raises(ValueError, match="normalise"):
-        SADSpec(normalise="l2")
+        SadConfig(normalise="l2")
     with pytest.raises(ValueError, match="exact.*grad"):
-        SADSpec(saliency="gbp", grad_mode="exact")
-    with pytest.raises(KeyError, match="saliency"):
-        SADSpec(saliency="nope")
+        SadConfig(saliency="gbp", grad_mode="exact")
+    with pytest.raises(KeyError, match="saliency"):  # the registry is checked when built
+        SADModel(torch.nn.Identity(), SadConfig(saliency="nope"))
+
+
+def test_grad_mode_defaults_to_the_saliency_policy():
+    assert SadConfig().grad_mode == "exact"
+    assert SadConfig(saliency="gbp").grad_mode == "bpda"
+    assert SadConfig(saliency="gbp", ratio=0.0, grad_mode="exact").grad_mode == "exact"
+
+
+def test_wrapper_block_keys_and_round_trip():
+    cfg = SadConfig(ratio=0.6, saliency="gbp", normalise="minmax", batch_size=4, seed=3)
+    block = wrapper_block(cfg)
+    assert list(block) == ["name", "ratio", "saliency", "saliency_params", "normalise",
+                           "grad_mode", "add_saliency"]
+    assert block == {"name": "sad", "ratio": 0.6, "saliency": "gbp", "saliency_params": {},
+                     "normalise": "minmax", "grad_mode": "bpda", "add_saliency": True}
+    back = spec_from_meta(block)
+    assert isinstance(back, SadConfig) and wrapper_block(back) == block
 
 
 def test_other_saliency_methods_run_in_bpda_mode(bn_model):
     x = torch.rand(2, 3, 16, 16)
-    sad = SADModel(bn_model, SADSpec(saliency="gbp", grad_mode="bpda"))
+    sad = SADModel(bn_model, SadConfig(saliency="gbp", grad_mode="bpda"))
     with torch.no_grad():
         out = sad(x)
     assert out.shape == (2, 4) and torch.isfinite(out).all()
@@ -112,7 +137,7 @@ def test_other_saliency_methods_run_in_bpda_mode(bn_model):
 
 
 def test_train_mode_never_reaches_the_network(bn_model):
-    sad = SADModel(bn_model, SADSpec()).train()
+    sad = SADModel(bn_model, SadConfig()).train()
     before = {k: v.clone() for k, v in bn_model.state_dict().items()}
     sad(torch.rand(4, 3, 16, 16))
     assert sad.training and not bn_model.training
@@ -128,7 +153,7 @@ def test_exact_equals_bpda_on_a_relu_network(bn_model):
 
     def grad(mode):
         xi = x.clone().requires_grad_(True)
-        out = SADModel(net, SADSpec(ratio=0.8, grad_mode=mode))(xi)
+        out = SADModel(net, SadConfig(ratio=0.8, grad_mode=mode))(xi)
         return torch.autograd.grad(out.logsumexp(1).sum(), xi)[0]
 
     torch.testing.assert_close(grad("exact"), grad("bpda"))

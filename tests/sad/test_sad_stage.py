@@ -75,6 +75,11 @@ def test_cli_errors_are_clear(tmp_path, store, checkpoint):
     res = _run("--model", checkpoint, "--store", store, "--out", tmp_path / "o",
                "--attack", "nope")
     assert res.exit_code != 0 and "unknown attack" in res.output
+    # names are checked before anything is read, with or without a BN update
+    res = _run("--model", checkpoint, "--store", store, "--out", tmp_path / "o",
+               "--no-bn-update", "--saliency", "nope")
+    assert res.exit_code != 0 and "unknown saliency method 'nope'" in res.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_at_sad_keeps_the_base_method_and_refuses_rewrapping(tmp_path, store, checkpoint):
@@ -88,6 +93,65 @@ def test_at_sad_keeps_the_base_method_and_refuses_rewrapping(tmp_path, store, ch
     assert side["method"] == "at_sad" and side["params"]["base_method"] == "pgd_at"
     res = _run("--model", out, "--store", store, "--out", tmp_path / "twice")
     assert res.exit_code != 0 and "already a wrapped" in res.output
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """The SadConfig the CLI hands to the stage (the stage itself is not run)."""
+    got = {}
+
+    def fake(model_dir, store, out, cfg, **kw):
+        got["cfg"] = cfg
+        return {"skipped": True}
+
+    monkeypatch.setattr("pipeline.stages.sad_calibrate.run_sad_calibrate", fake)
+    return got
+
+
+def _cli_cfg(seen, *args):
+    res = _run("--model", "m", "--store", "s", "--out", "o", *args)
+    assert res.exit_code == 0, res.output
+    return seen.pop("cfg")
+
+
+def test_cli_without_options_has_the_sweep_defaults(seen):
+    from pipeline.config import from_dict
+    from pipeline.config.sad import SadConfig
+    from pipeline.config.sweep import SadModelSpec
+
+    entry = from_dict(SadModelSpec, {"base": "standard"}, "sad.sad")
+    assert _cli_cfg(seen) == entry.config() == SadConfig()
+
+
+def test_cli_set_overrides_any_setting_and_options_beat_it(seen):
+    from pipeline.config.sad import SadConfig
+
+    cfg = _cli_cfg(seen, "-s", "ratio=0.5", "-s", "saliency=gbp", "-s", "saliency_params.n=5",
+                   "-s", "attack_params.steps=3", "-p", "eps=4/255", "--seed", "2",
+                   "-s", "batch_size=16", "--batch-size", "8", "--no-bn-update")
+    assert cfg == SadConfig(ratio=0.5, saliency="gbp", saliency_params={"n": 5},
+                            attack_params={"steps": 3, "eps": "4/255"}, seed=2,
+                            batch_size=8, bn_update=False)
+    assert cfg.grad_mode == "bpda"  # the policy of SadConfig: exact only for grad
+    res = _run("--model", "m", "--store", "s", "--out", "o", "-s", "ratoi=0.5")
+    assert res.exit_code != 0 and "did you mean 'ratio'" in res.output
+
+
+@pytest.mark.parametrize("sweep", ["paper", "cifar_quick"])
+def test_sweep_sad_args_rebuild_the_entry_with_the_job_seed(seen, sweep):
+    import shlex
+    from dataclasses import replace
+    from pathlib import Path
+
+    from pipeline.config.dag import Dag
+
+    sweeps = Path(__file__).resolve().parents[2] / "config" / "sweeps"
+    dag = Dag.from_config({"sweep": sweep}, sweeps)
+    assert dag.sweep.sad
+    for name, entry in dag.sweep.sad.items():
+        args = dag.sad_args(name, 2)
+        assert "--seed 2" in args
+        assert _cli_cfg(seen, *shlex.split(args)) == replace(entry.config(), seed=2)
 
 
 def test_load_sad_model_refuses_a_plain_checkpoint(checkpoint):
@@ -106,12 +170,12 @@ def test_wrap_model_hook(bn_model):
 
 
 def test_load_model_returns_the_whole_defence(tmp_path, store, checkpoint):
-    from pipeline.sad import SADCalibration
-    from pipeline.stages.sad_calibrate import run_sad_calibrate
+    from pipeline.sad import SadConfig
     from pipeline.stages.loading import load_model
+    from pipeline.stages.sad_calibrate import run_sad_calibrate
 
     out = tmp_path / "sad"
-    run_sad_calibrate(checkpoint, store, out, SADCalibration(
+    run_sad_calibrate(checkpoint, store, out, SadConfig(
         ratio=0.6, attack_params={"steps": 1}, batch_size=16, batches=1), device="cpu")
     model, meta = load_model(out)
     assert isinstance(model, SADModel) and model.spec.ratio == 0.6

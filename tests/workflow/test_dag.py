@@ -48,6 +48,19 @@ def test_slurm_profile_dry_run_with_the_paper_config(tmp_path):
     assert "sad_calibrate" in out and "precompute_saliency" in out
 
 
+def test_dry_run_passes_each_sad_job_its_seed(tmp_path):
+    # every seed<k> SAD job calibrates with seed k (they all used seed 0 before)
+    import re
+
+    res = snakemake("-n", "-p", "--config", "sweep=paper", f"workdir={tmp_path}")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    jobs = [line for line in out.splitlines() if " sad-calibrate " in line]
+    pairs = {(m.group(1), m.group(2)) for line in jobs
+             for m in [re.search(r"--seed (\d+) .*--out \S*/sad/\w+/seed(\d+)", line)] if m}
+    assert len(pairs) == 3 and all(a == b for a, b in pairs), jobs
+
+
 def test_config_typo_is_refused_naming_the_key(tmp_path):
     res = snakemake("-n", "--config", "sweep=smokee", f"workdir={tmp_path}")
     assert res.returncode != 0

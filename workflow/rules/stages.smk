@@ -135,7 +135,7 @@ rule sad_calibrate:
         store=STORE,
         base=lambda w, input: os.path.dirname(input.base),
         out=lambda w, output: os.path.dirname(output.model),
-        args=lambda w: SWEEP.sad_args(w.sad),
+        args=lambda w: SWEEP.sad_args(w.sad, int(w.seed)),  # --seed: the job's
     threads: 1
     resources:
         gpu=1,

@@ -96,7 +96,7 @@ def main() -> None:
                 b.saliency = {}
             else:
                 b.masks = {}
-            loss = method.batch_loss(model, b, ctx)
+            loss = method.batch_loss(model, b, ctx).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -20,7 +20,7 @@ def step_rate(model, method, batch, ctx, opt, steps: int) -> tuple[float, float]
     CPU-second rate is the steadier number (other processes inflate wall time)."""
 
     def one():
-        loss = method.batch_loss(model, batch, ctx)
+        loss = method.batch_loss(model, batch, ctx).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.core.modes import module_mode
 from pipeline.core.seeds import derive_seed
 
 BN_MODES = ("eval", "train")
@@ -73,13 +74,8 @@ class Attack(ABC):
         Attacks that wrap another attack (transfer) call this on the inner one, so the
         inner attack draws from the outer call's per-example streams.
         """
-        was_training = model.training
-        model.train(self.bn_mode == "train")
-        try:
-            with torch.enable_grad():
-                x_adv = self.perturb(model, x.detach(), y.detach())
-        finally:
-            model.train(was_training)
+        with module_mode(model, self.bn_mode == "train"), torch.enable_grad():
+            x_adv = self.perturb(model, x.detach(), y.detach())
         return x_adv.detach()
 
     @abstractmethod

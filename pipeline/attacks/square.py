@@ -17,6 +17,7 @@ from pipeline.config import budget_field
 
 def import_autoattack():
     """The AutoAttack package: ``pyautoattack`` (PyPI 0.2.0) or the GitHub ``autoattack``."""
+    # local: which of the two names is installed is only known by trying them
     try:
         import pyautoattack as aa
         import pyautoattack.checks

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from pipeline.attacks.base import collect_flags, raise_flag
 from pipeline.attacks.square import import_autoattack, reset_dynamic_check
+from pipeline.core.modes import eval_mode
 from pipeline.evaluate.presets import AttackRun
 
 log = logging.getLogger(__name__)
@@ -147,12 +148,8 @@ def evaluate_robust(
         Rows with ``attack``, ``attack_name``, ``attack_params``, ``eps``, ``steps``,
         ``restarts``, ``n``, ``metric``, ``value``, ``accuracy``, ``seconds``, ``flags``.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params)
-    finally:
-        model.train(was_training)
 
 
 def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params) -> list[dict]:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.core.modes import eval_mode
 from pipeline.evaluate.presets import AttackRun
 from pipeline.evaluate.robust import evaluate_robust
 
@@ -236,12 +237,9 @@ def view_flags(rows: Sequence[dict]) -> list[str]:
 def _worst_over_views(model, x, y, index, record: RobustRecord, template: dict,
                       kw: dict) -> list[dict]:
     device, bs = kw.get("device", "cpu"), int(kw.get("batch_size", 256))
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         pred = torch.cat([model(x[i:i + bs].to(device)).argmax(1).cpu()
                           for i in range(0, len(x), bs)])
-    model.train(was_training)
     clean = (pred == y).tolist()
     rows = []
     for eps, seen in sorted(record.robust.items()):

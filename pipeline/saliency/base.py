@@ -10,20 +10,16 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from pipeline.core.modes import eval_mode
 from pipeline.saliency.transforms import salience_mask
 
 TARGETS = ("label", "pred")
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the duration; the previous mode (and no hooks) afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+def check_target(x: torch.Tensor, target: torch.Tensor) -> None:
+    """``target`` must hold one class per image of ``x``: shape ``[N]``."""
+    if target.shape != (x.shape[0],):
+        raise ValueError(f"target must have shape [{x.shape[0]}], got {tuple(target.shape)}")
 
 
 def resolve_target(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, target: str) -> torch.Tensor:
@@ -68,8 +64,7 @@ class SaliencyMethod(ABC):
         Shape:
             x: ``[N, C, H, W]``, target: ``[N]`` (long); returns ``[N, C, H, W]`` (float32).
         """
-        if target.shape != (x.shape[0],):
-            raise ValueError(f"target must have shape [{x.shape[0]}], got {tuple(target.shape)}")
+        check_target(x, target)
         x, target = x.detach(), target.to(x.device)
         step = auto_batch(x.device) if self.per_image else x.shape[0]
         with eval_mode(model), torch.enable_grad():

@@ -7,9 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.core.modes import eval_mode
 from pipeline.saliency import SALIENCY
 from pipeline.saliency.annotations import weak_saliency_from_boxes
-from pipeline.saliency.base import SaliencyMethod, auto_batch, eval_mode, upsample_map
+from pipeline.saliency.base import (
+    SaliencyMethod,
+    auto_batch,
+    check_target,
+    upsample_map,
+)
 from pipeline.saliency.gradcam_plus_plus import gradcampp_low_res
 from pipeline.saliency.transforms import box_from_map
 
@@ -24,7 +30,8 @@ class GradCAMPlusPlusBox(SaliencyMethod):
     (:func:`~pipeline.saliency.transforms.box_from_map`). Paper 000 gives no
     threshold; 0.5 (half the map's range, one of Grad-CAM++'s localisation thresholds)
     is our default. The weak map is broadcast over channels; :meth:`boxes` gives the
-    boxes themselves for the cache's ``bbox``.
+    boxes themselves for the cache's ``bbox``, and :meth:`attribute_and_boxes` both
+    from one Grad-CAM++ pass.
 
     Args:
         threshold: fraction of each map's range, in [0, 1].
@@ -47,6 +54,15 @@ class GradCAMPlusPlusBox(SaliencyMethod):
                 for xs, ts in zip(x.split(step), target.split(step))
             ])
         return box_from_map(upsample_map(cam, x)[:, 0], self.threshold)
+
+    def attribute_and_boxes(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(attribute(model, x, target), boxes(model, x, target))`` from one Grad-CAM++
+        pass instead of two (each image's box does not depend on its batch)."""
+        check_target(x, target)
+        boxes = self.boxes(model, x, target)
+        return weak_saliency_from_boxes(boxes, tuple(x.shape[1:])).detach().float(), boxes
 
     def salience_mask(self, attr: torch.Tensor) -> torch.Tensor:
         """The box interior (where the weak map is +1), ``bool [N, H, W]``."""

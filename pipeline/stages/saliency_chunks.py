@@ -100,7 +100,6 @@ def teacher_maps(job: ChunkJob, images: np.ndarray, labels: np.ndarray):
         ``(map float32 [n,C,H,W], boxes [n,4] or None, the method's salience_mask)``.
     """
 
-
     if job.torch_threads:
         torch.set_num_threads(job.torch_threads)
     method = build_method(SALIENCY, job.method, job.params, "saliency")
@@ -112,16 +111,18 @@ def teacher_maps(job: ChunkJob, images: np.ndarray, labels: np.ndarray):
         y = torch.from_numpy(labels[start:start + job.batch_size].astype(np.int64)).to(device)
         target = resolve_target(model, x, y, job.target)
         m = _batch_method(method, job.index, j)
-        maps.append(m.attribute(model, x, target).cpu())
-        if hasattr(m, "boxes"):
-            boxes.append(torch.as_tensor(m.boxes(model, x, target)).cpu())
+        if hasattr(m, "attribute_and_boxes"):  # one Grad-CAM++ pass gives both
+            attr, bx = m.attribute_and_boxes(model, x, target)
+            maps.append(attr.cpu())
+            boxes.append(torch.as_tensor(bx).cpu())
+        else:
+            maps.append(m.attribute(model, x, target).cpu())
     boxes = torch.cat(boxes).numpy() if boxes else None
     return torch.cat(maps).numpy(), boxes, getattr(method, "salience_mask", None)
 
 
 def annotation_maps(job: ChunkJob, group, sl: slice, shape: tuple[int, int, int]):
     """Weak saliency (paper 000 Eq. 10) of a chunk from the store's annotations."""
-
 
     c, h, w = shape
     ann = f"{job.split}/annotations"
@@ -152,12 +153,11 @@ def derive_arrays(attr: np.ndarray, boxes: np.ndarray | None, start: int,
     them from ``map``: ``sign = map > 0``; ``mask`` is the given bool array (an
     annotation source's object region) or ``mask(map)`` for a callable (the method's
     ``salience_mask``: ``sip_topk``'s top-k set), by default the top-half-mass set of
-    the channel-summed |map| (contracts.md).
+    the channel-summed |map| (docs/contracts.md).
 
     Raises:
         NonFiniteSaliencyError: naming the images (``start`` + row) with NaN/inf maps.
     """
-
 
     bad = ~np.isfinite(attr).reshape(attr.shape[0], -1).all(1)
     if bad.any():

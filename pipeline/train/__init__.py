@@ -19,6 +19,6 @@ from pipeline.train import (  # noqa: F401  (registers)
     trades_uniform,
     uniform_noise,
 )
-from pipeline.train.method import Batch, StepContext, TrainingMethod
+from pipeline.train.method import Batch, Loss, StepContext, TrainingMethod
 
-__all__ = ["TRAINING", "Batch", "StepContext", "TrainingMethod"]
+__all__ = ["TRAINING", "Batch", "Loss", "StepContext", "TrainingMethod"]

@@ -12,8 +12,16 @@ from torch import nn
 
 from pipeline.attacks.threat import LinfBall
 from pipeline.config import budget_field
+from pipeline.core.modes import module_mode
 from pipeline.train import TRAINING
-from pipeline.train.method import BN_MODES, Batch, StepContext, TrainingMethod
+from pipeline.train.method import (
+    BN_MODES,
+    Batch,
+    Loss,
+    StepContext,
+    TrainingMethod,
+    cross_entropy_at,
+)
 
 
 def early_stopped_pgd(
@@ -41,24 +49,19 @@ def early_stopped_pgd(
     budget = torch.full((x.shape[0],), int(tau), device=x.device)
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     taken = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    was = model.training
-    model.train(bn_mode == "train")
-    try:
-        with torch.enable_grad():
-            for _ in range(steps):
-                xa = (x + delta).requires_grad_(True)
-                logits = model(xa)
-                wrong = logits.detach().argmax(1) != y
-                active &= ~(wrong & (budget == 0))
-                budget = torch.where(active & wrong, budget - 1, budget)
-                if not bool(active.any()):
-                    break
-                (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), xa)
-                stepped = ball.project(x, ball.step(delta, grad, step_size))
-                delta = torch.where(active[:, None, None, None], stepped, delta)
-                taken += active.long()
-    finally:
-        model.train(was)
+    with module_mode(model, bn_mode == "train"), torch.enable_grad():
+        for _ in range(steps):
+            xa = (x + delta).requires_grad_(True)
+            logits = model(xa)
+            wrong = logits.detach().argmax(1) != y
+            active &= ~(wrong & (budget == 0))
+            budget = torch.where(active & wrong, budget - 1, budget)
+            if not bool(active.any()):
+                break
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), xa)
+            stepped = ball.project(x, ball.step(delta, grad, step_size))
+            delta = torch.where(active[:, None, None, None], stepped, delta)
+            taken += active.long()
     return (x + delta).clamp(0, 1).detach(), taken
 
 
@@ -92,5 +95,5 @@ class FAT(TrainingMethod):
                                      generator=ctx.generator)
         return x_adv
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        return F.cross_entropy(model(self.adversarial(model, batch, ctx)), batch.y)
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
+        return cross_entropy_at(model, self.adversarial(model, batch, ctx), batch.y)

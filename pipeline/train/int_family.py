@@ -24,9 +24,10 @@ from torch import nn
 
 from pipeline.attacks.threat import LinfBall
 from pipeline.config import budget_field
+from pipeline.core.modes import module_mode
 from pipeline.train import TRAINING
 from pipeline.train.interpretation import discrepancy, logits_and_cams
-from pipeline.train.method import BN_MODES, Batch, StepContext, TrainingMethod
+from pipeline.train.method import BN_MODES, Batch, Loss, StepContext, TrainingMethod
 
 
 @dataclass(frozen=True)
@@ -79,33 +80,28 @@ class IntBase(TrainingMethod):
         if ctx.bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, not {ctx.bn_mode!r}")
         ball = LinfBall(eps)
-        was = model.training
-        model.train(ctx.bn_mode == "train")
-        try:
-            with torch.enable_grad():
-                with torch.no_grad():
-                    _, cams = logits_and_cams(model, x)
-                g = ctx.generator
-                u = torch.rand(x.shape, generator=g,
-                               device=g.device if g is not None else x.device)
-                delta = ball.random_start(x, u=u)
-                for _ in range(self.steps):
-                    xa = (x + delta).requires_grad_(True)
-                    logits_adv, cams_adv = logits_and_cams(model, xa)
-                    loss = self.inner(logits_adv, cams, cams_adv, y)
-                    (grad,) = torch.autograd.grad(loss, xa)
-                    delta = ball.project(x, ball.step(delta, grad, self.step_size))
-        finally:
-            model.train(was)
+        with module_mode(model, ctx.bn_mode == "train"), torch.enable_grad():
+            with torch.no_grad():
+                _, cams = logits_and_cams(model, x)
+            g = ctx.generator
+            u = torch.rand(x.shape, generator=g,
+                           device=g.device if g is not None else x.device)
+            delta = ball.random_start(x, u=u)
+            for _ in range(self.steps):
+                xa = (x + delta).requires_grad_(True)
+                logits_adv, cams_adv = logits_and_cams(model, xa)
+                loss = self.inner(logits_adv, cams, cams_adv, y)
+                (grad,) = torch.autograd.grad(loss, xa)
+                delta = ball.project(x, ball.step(delta, grad, self.step_size))
         return (x + delta).clamp(0, 1).detach()
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
         x_adv = self.adversarial(model, batch, ctx)
         logits, cams = logits_and_cams(model, batch.x)
-        logits_adv, cams_adv = logits_and_cams(model, x_adv)
+        logits_adv, cams_adv = logits_and_cams(model, x_adv)  # the last forward pass
         ce = F.cross_entropy(logits_adv if self.adv_ce else logits, batch.y)
         d = discrepancy(cams, cams_adv, logits_adv, batch.y, self.one_class)
-        return ce + self.gamma * d.mean()
+        return Loss(ce + self.gamma * d.mean(), logits_adv)
 
 
 def _register(name: str, attack_on: str, adv_ce: bool, one_class: bool, doc: str):

@@ -15,8 +15,8 @@ from torch import nn
 def logits_and_cams(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and the CAM of every class from one forward pass (differentiable).
 
-    Calls ``model(x)`` (so forward hooks, e.g. the loop's accuracy hook, see it) and
-    reads ``features(x)`` from ``model.cam_layer``'s output with a temporary hook.
+    Calls ``model(x)`` (so the model's own forward hooks see it) and reads
+    ``features(x)`` from ``model.cam_layer``'s output with a temporary hook.
 
     Shape:
         x: ``[B, C, H, W]``; returns ``[B, K]`` and ``[B, K, h, w]``.

@@ -9,9 +9,10 @@ on CPU with a fixed seed, ends with bit-identical weights. (A method whose
 ``on_epoch_start`` builds state from the current model would see a mid-epoch model on
 resume; none of the registered ones keeps such state.)
 
-Train accuracy in ``metrics.jsonl`` is that of the last forward pass inside
-``batch_loss`` (for adversarial methods: on the adversarial examples), which costs
-nothing; the clean test accuracy is measured separately after each epoch.
+Train accuracy in ``metrics.jsonl`` is that of the logits ``batch_loss`` returns with its
+loss (:class:`pipeline.train.method.Loss`: those of its last forward pass, for
+adversarial methods on the adversarial examples), which costs nothing; the clean test
+accuracy is measured separately after each epoch.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import to_dict
+from pipeline.core.modes import eval_mode
 from pipeline.models.checkpoint import (
     atomic_torch_save,
     atomic_write_bytes,
     save_checkpoint,
 )
 from pipeline.train.config import TrainConfig, lr_multiplier
-from pipeline.train.method import StepContext, TrainingMethod
+from pipeline.train.method import Loss, StepContext, TrainingMethod
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +71,14 @@ def clean_accuracy(
     bf16: bool = False,
 ) -> float:
     """Top-1 accuracy of ``model`` (eval mode, restored after) on uint8 ``images``."""
-    was = model.training
-    model.eval()
     dev = next(model.parameters()).device
     correct = 0
-    try:
+    with eval_mode(model):
         for i in range(0, len(images), batch_size):
             x = images[i : i + batch_size].to(dev).float().div_(255)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 pred = model(x).argmax(1)
             correct += int((pred == labels[i : i + batch_size].to(dev)).sum())
-    finally:
-        model.train(was)
     return correct / max(len(images), 1)
 
 
@@ -276,10 +274,6 @@ class Trainer:
         self.method.on_epoch_start(model, ctx)
         model.train()
         nb = self.stream.num_batches
-        last_logits: list[torch.Tensor] = []
-        hook = model.register_forward_hook(
-            lambda m, i, o: last_logits.__setitem__(slice(None), [o])
-        )  # keep only the latest forward's logits
         t0 = time.perf_counter()
         bar = tqdm(
             self.stream.batches(self.epoch, self.batch),
@@ -298,16 +292,19 @@ class Trainer:
                     )
                 if cfg.channels_last:
                     batch.x = batch.x.contiguous(memory_format=torch.channels_last)
-                last_logits.clear()
                 with torch.autocast(
                     self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16
                 ):
-                    loss = self.method.batch_loss(model, batch, ctx)
+                    out = self.method.batch_loss(model, batch, ctx)
+                if not isinstance(out, Loss):
+                    raise TypeError(f"{type(self.method).__name__}.batch_loss must return "
+                                    f"Loss(loss, logits), not {type(out).__name__}")
+                loss, logits = out
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
                 self._apply_masks()
-                self._account(loss, last_logits, batch.y)
+                self._account(loss, logits, batch.y)
                 self.step += 1
                 self.batch += 1
                 bar.set_postfix(loss=f"{self.acc['loss'] / max(self.acc['n'], 1):.3f}")
@@ -320,19 +317,19 @@ class Trainer:
                     t0 = time.perf_counter()
                     self.save_resume()
         finally:
-            hook.remove()
             bar.close()
         self.acc["seconds"] += time.perf_counter() - t0
         self._end_epoch()
 
-    def _account(self, loss: torch.Tensor, logits: list[torch.Tensor], y: torch.Tensor):
-        # train accuracy of the last forward pass of batch_loss (for adversarial methods,
-        # the adversarial examples): free, unlike a separate clean forward
+    def _account(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor):
+        # train accuracy of the logits batch_loss returns, those of its last forward pass
+        # (for adversarial methods, the adversarial examples): free, unlike a separate
+        # clean forward
         n = len(y)
         self.acc["loss"] += float(loss.detach()) * n
         self.acc["n"] += n
-        if logits and logits[-1].shape[0] == n:
-            self.acc["correct"] += int((logits[-1].detach().argmax(1) == y).sum())
+        if logits.shape[0] == n:
+            self.acc["correct"] += int((logits.detach().argmax(1) == y).sum())
 
     def _apply_masks(self) -> None:
         with torch.no_grad():

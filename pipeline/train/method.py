@@ -2,22 +2,42 @@
 
 A registered training method is a frozen dataclass whose fields are its hyperparameters.
 The single loop (``loop.py``) owns optimiser, schedule, backward, logging and
-checkpoints; a method only turns a batch into a scalar loss, crafting whatever perturbed
-inputs it needs (STYLE.md section 5).
+checkpoints; a method only turns a batch into a :class:`Loss` (the scalar loss and the
+logits whose accuracy is logged), crafting whatever perturbed inputs it needs (STYLE.md
+section 5).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.cache.batch import Batch
 
 BN_MODES = ("eval", "train")
 
-__all__ = ["BN_MODES", "Batch", "StepContext", "TrainingMethod", "uniform_noise"]
+__all__ = [
+    "BN_MODES", "Batch", "Loss", "StepContext", "TrainingMethod", "cross_entropy_at",
+    "uniform_noise",
+]
+
+
+class Loss(NamedTuple):
+    """What :meth:`TrainingMethod.batch_loss` returns.
+
+    Args:
+        loss: the scalar loss the loop back-propagates.
+        logits: ``[B, K]``, the logits whose top-1 accuracy against ``batch.y`` is the
+            logged train accuracy: those of the method's last forward pass (for
+            adversarial methods, on the adversarial examples), which costs nothing.
+    """
+
+    loss: torch.Tensor
+    logits: torch.Tensor
 
 
 @dataclass
@@ -58,10 +78,10 @@ class TrainingMethod:
         streaming, e.g. a per-image transform; default: unchanged."""
         return arr
 
-    def batch_loss(
-        self, model: nn.Module, batch: Batch, ctx: StepContext
-    ) -> torch.Tensor:
-        """Scalar loss of one batch; ``model`` is in train mode when this is called."""
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
+        """``Loss(loss, logits)`` of one batch: the scalar loss and the logits of the last
+        forward pass (whose accuracy the loop logs); ``model`` is in train mode when this
+        is called."""
         raise TypeError(f"{type(self).__name__} does not define batch_loss")
 
     def on_epoch_start(self, model: nn.Module, ctx: StepContext) -> None:
@@ -74,3 +94,9 @@ def uniform_noise(
     """``clip(x + U[-eps, eps], 0, 1)`` drawn with ``generator`` (on x's device)."""
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (x + (2 * u - 1) * eps).clamp(0, 1)
+
+
+def cross_entropy_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
+    """``Loss(CE(model(x), y), model(x))`` from one forward pass."""
+    logits = model(x)
+    return Loss(F.cross_entropy(logits, y), logits)

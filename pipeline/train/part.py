@@ -25,9 +25,16 @@ from torch import nn
 from pipeline.attacks.pgd import PGD
 from pipeline.attacks.threat import LinfBall
 from pipeline.config import budget_field
+from pipeline.core.modes import eval_mode
 from pipeline.train import TRAINING
 from pipeline.train.interpretation import logits_and_cams
-from pipeline.train.method import Batch, StepContext, TrainingMethod
+from pipeline.train.method import (
+    Batch,
+    Loss,
+    StepContext,
+    TrainingMethod,
+    cross_entropy_at,
+)
 
 
 @dataclass(frozen=True)
@@ -44,12 +51,8 @@ class MapPGD(PGD):
 def important_pixels(model: nn.Module, x: torch.Tensor, top_fraction: float) -> torch.Tensor:
     """Bool ``[B, 1, H, W]``: each image's top ``top_fraction`` pixels by the CAM of its
     predicted class (eval mode, restored), upsampled bilinearly to the input."""
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits, cams = logits_and_cams(model, x)
-    finally:
-        model.train(was)
     pred = logits.argmax(1)
     cam = cams[torch.arange(len(x), device=x.device), pred][:, None]
     cam = F.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -99,5 +102,5 @@ class PART(TrainingMethod):
                         eps_map=self.eps_map(model, batch.x, ctx))
         return attack(model, batch.x, batch.y)
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        return F.cross_entropy(model(self.adversarial(model, batch, ctx)), batch.y)
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
+        return cross_entropy_at(model, self.adversarial(model, batch, ctx), batch.y)

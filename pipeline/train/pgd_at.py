@@ -5,13 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.attacks.pgd import PGD
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, StepContext, TrainingMethod
+from pipeline.train.method import (
+    Batch,
+    Loss,
+    StepContext,
+    TrainingMethod,
+    cross_entropy_at,
+)
 
 
 @TRAINING.register("pgd_at")
@@ -54,7 +59,5 @@ class PGDAT(TrainingMethod):
         """The PGD example of the batch (within eps of x and in [0, 1])."""
         return self.attack(ctx)(model, batch.x, batch.y)
 
-    def batch_loss(
-        self, model: nn.Module, batch: Batch, ctx: StepContext
-    ) -> torch.Tensor:
-        return F.cross_entropy(model(self.adversarial(model, batch, ctx)), batch.y)
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
+        return cross_entropy_at(model, self.adversarial(model, batch, ctx), batch.y)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, StepContext, uniform_noise
+from pipeline.train.method import (
+    Batch,
+    Loss,
+    StepContext,
+    cross_entropy_at,
+    uniform_noise,
+)
 from pipeline.train.pgd_at import PGDAT
 
 
@@ -28,9 +32,7 @@ class PGDATUniform(PGDAT):
 
     noise_eps: float = budget_field(8 / 255)
 
-    def batch_loss(
-        self, model: nn.Module, batch: Batch, ctx: StepContext
-    ) -> torch.Tensor:
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
         x_adv = self.adversarial(model, batch, ctx)
         x_noisy = uniform_noise(x_adv, self.noise_eps, ctx.generator)
-        return F.cross_entropy(model(x_noisy), batch.y)
+        return cross_entropy_at(model, x_noisy, batch.y)

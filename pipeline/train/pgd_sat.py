@@ -6,12 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, StepContext, TrainingMethod
+from pipeline.train.method import (
+    Batch,
+    Loss,
+    StepContext,
+    TrainingMethod,
+    cross_entropy_at,
+)
 from pipeline.train.pgd_at import PGDAT
 from pipeline.train.sat import SATSchedule
 
@@ -77,5 +82,5 @@ class PGDSAT(SATSchedule, TrainingMethod):
                     random_start=self.random_start)
         return pgd.adversarial(model, batch, ctx)
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        return F.cross_entropy(model(self.perturbed(model, batch, ctx)), batch.y)
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
+        return cross_entropy_at(model, self.perturbed(model, batch, ctx), batch.y)

@@ -17,12 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import budget_field
+from pipeline.saliency.transforms import normalise
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, StepContext, TrainingMethod
+from pipeline.train.method import (
+    Batch,
+    Loss,
+    StepContext,
+    TrainingMethod,
+    cross_entropy_at,
+)
 
 TRANSFORMS = ("sign", "minmax", "raw")
 DEFAULT_ALPHA = 0.6 ** (1 / 10)
@@ -43,10 +49,7 @@ def transform_map(s: torch.Tensor, how: str) -> torch.Tensor:
     if how == "sign":
         return s.sign()
     if how == "minmax":
-        flat = s.reshape(s.shape[0], -1)
-        lo = flat.amin(1, keepdim=True)
-        rng = flat.amax(1, keepdim=True) - lo
-        return ((flat - lo) / torch.where(rng > 0, rng, torch.ones_like(rng))).view_as(s)
+        return normalise(s, "minmax")
     if how == "raw":
         return s.clamp(-1, 1)
     raise ValueError(f"SAT transform must be one of {TRANSFORMS}, not {how!r}")
@@ -181,5 +184,5 @@ class SAT(SATSchedule, TrainingMethod):
     def __post_init__(self):
         self.check_sat()
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        return F.cross_entropy(model(self.sat_input(batch, ctx)), batch.y)
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
+        return cross_entropy_at(model, self.sat_input(batch, ctx), batch.y)

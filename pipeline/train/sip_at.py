@@ -16,14 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.attacks.pgd import PGD
 from pipeline.attacks.threat import LinfBall
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, StepContext, TrainingMethod
+from pipeline.train.method import (
+    Batch,
+    Loss,
+    StepContext,
+    TrainingMethod,
+    cross_entropy_at,
+)
 
 
 @dataclass(frozen=True)
@@ -89,5 +94,5 @@ class SIPAT(TrainingMethod):
                            bn_mode=ctx.bn_mode, keep=keep.to(batch.x.dtype))
         return attack(model, batch.x, batch.y)
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        return F.cross_entropy(model(self.adversarial(model, batch, ctx)), batch.y)
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
+        return cross_entropy_at(model, self.adversarial(model, batch, ctx), batch.y)

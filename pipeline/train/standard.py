@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, StepContext, TrainingMethod
+from pipeline.train.method import (
+    Batch,
+    Loss,
+    StepContext,
+    TrainingMethod,
+    cross_entropy_at,
+)
 
 
 @TRAINING.register("standard")
@@ -17,7 +21,5 @@ from pipeline.train.method import Batch, StepContext, TrainingMethod
 class Standard(TrainingMethod):
     """``CE(model(x), y)``; no hyperparameters."""
 
-    def batch_loss(
-        self, model: nn.Module, batch: Batch, ctx: StepContext
-    ) -> torch.Tensor:
-        return F.cross_entropy(model(batch.x), batch.y)
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
+        return cross_entropy_at(model, batch.x, batch.y)

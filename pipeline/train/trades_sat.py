@@ -10,7 +10,7 @@ from torch import nn
 
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, StepContext, TrainingMethod
+from pipeline.train.method import Batch, Loss, StepContext, TrainingMethod
 from pipeline.train.pgd_sat import coin
 from pipeline.train.sat import SATSchedule
 from pipeline.train.trades import TRADES
@@ -54,5 +54,5 @@ class TRADESSAT(SATSchedule, TrainingMethod):
             return self.sat_input(batch, ctx)
         return self.trades().adversarial(model, batch, ctx)
 
-    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
         return self.trades().loss_at(model, batch, self.perturbed(model, batch, ctx))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, StepContext, uniform_noise
+from pipeline.train.method import Batch, Loss, StepContext, uniform_noise
 from pipeline.train.trades import TRADES
 
 
@@ -26,9 +25,7 @@ class TRADESUniform(TRADES):
 
     noise_eps: float = budget_field(8 / 255)
 
-    def batch_loss(
-        self, model: nn.Module, batch: Batch, ctx: StepContext
-    ) -> torch.Tensor:
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
         x_adv = self.adversarial(model, batch, ctx)
         return self.loss_at(
             model, batch, uniform_noise(x_adv, self.noise_eps, ctx.generator)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, StepContext, TrainingMethod, uniform_noise
+from pipeline.train.method import (
+    Batch,
+    Loss,
+    StepContext,
+    TrainingMethod,
+    cross_entropy_at,
+    uniform_noise,
+)
 
 
 @TRAINING.register("uniform_noise")
@@ -24,8 +29,6 @@ class UniformNoise(TrainingMethod):
 
     eps: float = budget_field(8 / 255)
 
-    def batch_loss(
-        self, model: nn.Module, batch: Batch, ctx: StepContext
-    ) -> torch.Tensor:
+    def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
         x_noisy = uniform_noise(batch.x, self.eps, ctx.generator)
-        return F.cross_entropy(model(x_noisy), batch.y)
+        return cross_entropy_at(model, x_noisy, batch.y)

@@ -132,3 +132,24 @@ def test_gradcampp_box_consistent(resnet, batch):
     assert torch.equal(method.salience_mask(attr), attr[:, 0] > 0)
     with pytest.raises(ValueError, match="threshold"):
         SALIENCY.get("gradcampp_box")(threshold=1.5)
+
+
+def test_gradcampp_box_one_pass_gives_map_and_boxes(resnet, batch, monkeypatch):
+    """``attribute_and_boxes``: the same map and boxes as the two calls, one CAM pass."""
+    import pipeline.saliency.gradcampp_box as box_mod
+
+    x, t = batch
+    method = SALIENCY.get("gradcampp_box")(threshold=0.5)
+    attr, boxes = method.attribute(resnet, x, t), method.boxes(resnet, x, t)
+    passes = []
+    real = box_mod.gradcampp_low_res
+    monkeypatch.setattr(box_mod, "gradcampp_low_res",
+                        lambda *a, **k: passes.append(1) or real(*a, **k))
+    attr1, boxes1 = method.attribute_and_boxes(resnet.train(), x, t)
+    assert resnet.training
+    resnet.eval()
+    assert len(passes) == 1
+    assert torch.equal(attr1, attr) and attr1.dtype == attr.dtype
+    assert torch.equal(boxes1, boxes)
+    with pytest.raises(ValueError, match="target must have shape"):
+        method.attribute_and_boxes(resnet, x, t[:2])

@@ -94,13 +94,13 @@ def test_int_eps_ramp_and_variants():
     b = batch()
     net = model()
     # epoch 0: eps 0, x' = x, D~ = 0, loss = CE(x)
-    loss0 = m.batch_loss(net, b, ctx(epoch=0))
+    loss0 = m.batch_loss(net, b, ctx(epoch=0)).loss
     assert loss0.item() == pytest.approx(F.cross_entropy(net(b.x), b.y).item(), abs=1e-5)
     for name in ("int", "int_adv", "int2", "int2_adv", "int_one_class"):
         meth = TRAINING.get(name)(steps=2, warmup_epochs=0)
         out = meth.adversarial(net, b, ctx(epoch=1))
         assert (out - b.x).abs().max() <= EPS + 1e-6
-        loss = meth.batch_loss(net, b, ctx(epoch=1))
+        loss = meth.batch_loss(net, b, ctx(epoch=1)).loss
         assert torch.isfinite(loss)
     # Int's inner PGD increases D~ over the start
     meth = TRAINING.get("int")(steps=5, warmup_epochs=0)

@@ -8,10 +8,9 @@ import pytest
 import torch
 import zarr
 
-from pipeline.cache import layout
+from pipeline.cache import STREAMS, layout
 from pipeline.cache.saliency_store import MissingSourceError
 from pipeline.cache.sources import check_sources, open_sources, read_all
-from pipeline.cache import STREAMS
 from pipeline.cache.stream import AugConfig
 from pipeline.train import TRAINING
 

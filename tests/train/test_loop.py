@@ -229,3 +229,43 @@ def test_cuda_run(tiny_store, tmp_path):
     run_train(tiny_store, METHOD, PARAMS, cfg, tmp_path / "g")
     model, _ = load_model(tmp_path / "g", device="cuda")
     assert next(model.parameters()).is_cuda
+
+
+def test_train_accuracy_is_that_of_the_returned_logits(tmp_path):
+    """The logged train accuracy comes from ``Loss.logits``; a bare tensor is refused."""
+    from dataclasses import dataclass
+
+    import torch.nn.functional as F
+
+    from pipeline.models import build_model
+    from pipeline.train.loop import Trainer
+    from pipeline.train.method import Batch, Loss, TrainingMethod
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(8, 3, 16, 16, generator=g), torch.randint(0, 4, (8,), generator=g)
+
+    class OneBatch:
+        num_batches = 1
+
+        def batches(self, epoch, start=0):
+            yield Batch(x=x, y=y, index=torch.arange(8))
+
+    @dataclass(frozen=True)
+    class Fixed(TrainingMethod):
+        bare: bool = False
+
+        def batch_loss(self, model, batch, ctx):
+            logits = model(batch.x)
+            loss = F.cross_entropy(logits, batch.y)
+            model(batch.x.flip(0))  # a later forward the accuracy must not see
+            return loss if self.bare else Loss(loss, F.one_hot(batch.y, 4).float() + 0 * logits)
+
+    meta = {"arch": "small_cnn", "num_classes": 4, "mean": [0.5] * 3, "std": [0.25] * 3}
+    cfg = train_config_from({**CFG, "epochs": 1})
+    model = build_model("small_cnn", 4, width=8)
+    rows = Trainer(model, Fixed(), OneBatch(), cfg, tmp_path / "a", meta,
+                   torch.device("cpu")).fit()
+    assert rows[-1]["train_acc"] == 1.0
+    with pytest.raises(TypeError, match="must return Loss"):
+        Trainer(model, Fixed(bare=True), OneBatch(), cfg, tmp_path / "b", meta,
+                torch.device("cpu")).fit()

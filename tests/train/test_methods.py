@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.attacks.trades_kl import TradesKL
 from pipeline.config import ConfigError, build_method
 from pipeline.models import build_model
-from pipeline.train import TRAINING, Batch, StepContext
+from pipeline.train import TRAINING, Batch, Loss, StepContext
 from pipeline.train.pgd_at import PGDAT
-from pipeline.train.trades import trades_attack
 
 
 def _ctx(bn_mode="eval", seed=0):
@@ -59,7 +59,7 @@ def test_contract(name):
     for _ in range(2):
         torch.manual_seed(3)
         model = copy.deepcopy(base)  # BN running stats move in train mode
-        loss = method.batch_loss(model, batch, _ctx(bn_mode="eval", seed=3))
+        loss = method.batch_loss(model, batch, _ctx(bn_mode="eval", seed=3)).loss
         losses.append(loss.detach())
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -108,7 +108,8 @@ def test_pgd_at_example_in_ball(eps_k, steps, step_k, seed, bn_mode):
 def test_trades_example_in_ball(eps_k, steps, seed):
     model = build_model("small_cnn", 10, width=8).train()
     x = _batch(seed=seed).x
-    x_adv = trades_attack(model, x, eps=eps_k / 255, step_size=2 / 255, steps=steps)
+    attack = TradesKL(eps=eps_k / 255, step_size=2 / 255, steps=steps, reference=True)
+    x_adv = attack(model, x, torch.zeros(len(x), dtype=torch.long))
     assert (x_adv - x).abs().max() <= eps_k / 255 + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
 
@@ -168,12 +169,63 @@ def test_trades_matches_reference():
     method = build_method(TRAINING, "trades", {"steps": 3}, where="m")
     # BN in train mode for the loss: run both on copies so running stats match
     m1, m2 = copy.deepcopy(model).train(), copy.deepcopy(model).train()
-    ours = method.batch_loss(m1, batch, _ctx("eval", seed=7))
+    ours = method.batch_loss(m1, batch, _ctx("eval", seed=7)).loss
     ref = _reference_trades_loss(
         m2, batch.x, batch.y, 2 / 255, 8 / 255, 3, 6.0, torch.Generator().manual_seed(7)
     )
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     assert ours > F.cross_entropy(m1(batch.x), batch.y) - 1e-6
+
+
+def _reference_trades_inner(model, x, step_size, eps, steps, gen):
+    """The inner maximisation of yaodongyu/TRADES ``trades_loss`` (eval-mode attack)."""
+    model.eval()
+    x_adv = x.detach() + 0.001 * torch.randn(x.shape, generator=gen)
+    p_nat = F.softmax(model(x), dim=1)
+    for _ in range(steps):
+        x_adv.requires_grad_()
+        loss_kl = torch.nn.KLDivLoss(reduction="sum")(
+            F.log_softmax(model(x_adv), 1), p_nat
+        )
+        grad = torch.autograd.grad(loss_kl, [x_adv])[0]
+        x_adv = x_adv.detach() + step_size * torch.sign(grad.detach())
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
+        x_adv = torch.clamp(x_adv, 0.0, 1.0)
+    model.train()
+    return torch.clamp(x_adv, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_trades_inner_maximisation_is_the_reference_bit_for_bit(steps):
+    torch.manual_seed(0)
+    model = build_model("resnet10", 10, width=8).train()
+    batch = _batch(n=6)
+    method = build_method(TRAINING, "trades", {"steps": steps}, where="m")
+    ours = method.adversarial(model, batch, _ctx("eval", seed=7))
+    ref = _reference_trades_inner(model, batch.x, 2 / 255, 8 / 255, steps,
+                                  torch.Generator().manual_seed(7))
+    assert torch.equal(ours, ref)
+    assert model.training
+
+
+@pytest.mark.parametrize("name", TRAINING.names())
+def test_loss_logits_are_the_last_forward(name):
+    """``batch_loss`` returns the logits of its last forward pass (the logged accuracy)."""
+    method = build_method(TRAINING, name, {"steps": 2} if "steps" in _fields(name) else {},
+                          where="train.method")
+    model = build_model("small_cnn", 10, width=8).train()
+    batch = _batch()
+    g = torch.Generator().manual_seed(1)
+    batch.saliency = {"t.map": torch.randn(batch.x.shape, generator=g)}
+    batch.masks = {"t.mask": torch.rand(4, 1, 16, 16, generator=g) > 0.5}
+    seen = []
+    hook = model.register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        out = method.batch_loss(model, batch, _ctx(seed=2))
+    finally:
+        hook.remove()
+    assert isinstance(out, Loss)
+    assert out.logits is seen[-1] and out.logits.shape == (4, 10)
 
 
 def test_pgd_at_raises_loss():

@@ -158,11 +158,10 @@ def test_stage_routes_sources_by_kind_and_prepares_maps(tiny_store, tmp_path):
     pytest.importorskip("pipeline.cache.saliency_store")
     from dataclasses import dataclass
 
-    import torch.nn.functional as F
-
     from pipeline.stages.train import run_train
     from pipeline.train import TRAINING, TrainingMethod
     from pipeline.train.config import train_config_from
+    from pipeline.train.method import cross_entropy_at
 
     seen = []
 
@@ -184,7 +183,7 @@ def test_stage_routes_sources_by_kind_and_prepares_maps(tiny_store, tmp_path):
                 assert torch.equal(batch.saliency["self.map"], -batch.x * 255)
             else:
                 assert torch.equal(batch.masks["self.map"], batch.x[:, :1] * 255 > 127)
-            return F.cross_entropy(model(batch.x), batch.y)
+            return cross_entropy_at(model, batch.x, batch.y)
 
     _write_self_source(tiny_store)
     cfg = train_config_from(

@@ -1,6 +1,8 @@
 """salpipe's command line: thin click commands that parse options and call ``run_<stage>``.
 
 Heavy imports (torch, zarr) happen inside command bodies so ``salpipe --help`` is instant.
+Every command's expected errors (bad config, missing files, mismatched checkpoints or
+caches) reach the user as ``Error: ...`` through one place, :class:`SalpipeGroup`.
 """
 
 from __future__ import annotations
@@ -10,19 +12,54 @@ from pathlib import Path
 
 import click
 
+log = logging.getLogger("salpipe")
 
-@click.group()
+# The errors a stage raises for bad input (config errors, data errors, mismatched
+# checkpoints and caches are ValueErrors; missing names KeyErrors; missing or existing
+# files OSErrors; an asked-for device that is absent a RuntimeError).
+USER_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, KeyError) and type(err).__str__ is KeyError.__str__ and err.args:
+        return str(err.args[0])  # KeyError's own str() would quote the message
+    return str(err) or type(err).__name__
+
+
+class SalpipeGroup(click.Group):
+    """The one error boundary of the CLI: a stage's bad-input error becomes ``Error: ...``
+    (exit 1); with ``-v`` the traceback is logged too."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own: usage errors, --help, ctx.exit(), Ctrl-C
+        except USER_ERRORS as e:
+            log.debug("traceback of the error below", exc_info=True)
+            raise click.ClickException(_message(e)) from e
+
+
+@click.group(cls=SalpipeGroup)
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA when present, else CPU), cpu, or cuda[:N].")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info is default, -vv debug).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Debug log output, and the traceback of an error (default: info).")
 @click.pass_context
-def main(ctx: click.Context, device: str, verbose: int) -> None:
+def main(ctx: click.Context, device: str, verbose: bool) -> None:
     """salpipe: saliency-guided adversarial robustness, stage by stage."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose > 0 else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = {"device": device}
+
+
+def _pairs(pairs: tuple[str, ...], flag: str = "-p") -> dict:
+    """``KEY=VALUE`` pairs -> dict (values parsed as YAML scalars: ``n=5`` -> 5)."""
+    from pipeline.config import parse_pairs
+
+    return parse_pairs(pairs, flag)
 
 
 @main.command("list")
@@ -37,17 +74,6 @@ def list_registries() -> None:
         click.echo(f"{title}:")
         for name in registry.names():
             click.echo(f"  {name}")
-
-
-# --- data commands (begin) ---
-def _parse_params(pairs: tuple[str, ...]) -> dict:
-    """``-p key=value`` pairs -> dict (values parsed as YAML scalars: ``n=5`` -> 5)."""
-    from pipeline.config import ConfigError, parse_pairs
-
-    try:
-        return parse_pairs(pairs)
-    except ConfigError as e:
-        raise click.BadParameter(str(e), param_hint="-p") from None
 
 
 @main.command("prepare-data")
@@ -68,30 +94,22 @@ def prepare_data(dataset, root, out, resolution, params, chunk, overwrite) -> No
     labels and, where the data set has them, annotations/mask and annotations/bbox per
     split, plus a content fingerprint. Does nothing if the store is already up to date.
     """
-    from pipeline.config import ConfigError, build_method
-    from pipeline.data import DATASETS, DataError
+    from pipeline.config import build_method
+    from pipeline.data import DATASETS
     from pipeline.stages.prepare_data import run_prepare_data
 
-    kw = _parse_params(params)
+    kw = _pairs(params)
     kw.update({k: v for k, v in (("root", root and str(root)), ("resolution", resolution))
                if v is not None})
-    try:
-        cfg = build_method(DATASETS, dataset, kw, "dataset")
-        summary = run_prepare_data(cfg, out, chunk=chunk, overwrite=overwrite)
-    except ConfigError as e:
-        raise click.BadParameter(str(e)) from None
-    except (DataError, FileExistsError) as e:
-        raise click.ClickException(str(e)) from None
+    cfg = build_method(DATASETS, dataset, kw, "dataset")
+    summary = run_prepare_data(cfg, out, chunk=chunk, overwrite=overwrite)
     click.echo(f"{summary['store']}: {summary['split_sizes']} fingerprint "
                f"{summary['fingerprint'][:12]}{' (up to date)' if summary['skipped'] else ''}")
-# --- data commands (end) ---
 
-# --- train commands (begin) ---
 def _train_cfg(config: Path | None, overrides: dict, sets: tuple[str, ...]):
     """TrainConfig from ``--config`` YAML, ``--set key.path=value`` and explicit options."""
     import yaml
 
-    from pipeline.stages.train import params_from_pairs
     from pipeline.train.config import train_config_from
 
     data = {}
@@ -99,15 +117,16 @@ def _train_cfg(config: Path | None, overrides: dict, sets: tuple[str, ...]):
         data = yaml.safe_load(config.read_text()) or {}
     # an explicit option beats -s; an option left unset must not erase a -s value
     given = {k: v for k, v in overrides.items() if v is not None}
-    return train_config_from(data, {**params_from_pairs(sets), **given},
+    return train_config_from(data, {**_pairs(sets, "-s"), **given},
                              where=f"{config or 'train'}")
 
 
 def _train_options(f):
     """Options shared by ``train`` and ``train-teacher``."""
     for opt in reversed([
-        click.option("--store", type=click.Path(path_type=Path), required=True,
-                     help="Prepared zarr store (reads train/ and the test split)."),
+        click.option("--store", required=True,
+                     help="Prepared zarr store, path or fsspec URL (reads train/ and the "
+                          "test split)."),
         click.option("--out", type=click.Path(path_type=Path), required=True,
                      help="Run directory: writes model.pt, model.json, metrics.jsonl, "
                           "config.yaml (and resume.pt while running)."),
@@ -126,15 +145,6 @@ def _train_options(f):
     ]):
         f = opt(f)
     return f
-
-
-def _train_run(fn, *args, **kw):
-    from pipeline.config import ConfigError
-
-    try:
-        return fn(*args, **kw)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
 
 
 @main.command("train")
@@ -156,13 +166,13 @@ def train_cmd(ctx, store, out, arch, width, config, epochs, batch_size, lr, seed
     test split (per-epoch clean accuracy); writes the run directory OUT. Resumes a
     killed run; a finished identical run is skipped.
     """
-    from pipeline.stages.train import params_from_pairs, run_train
+    from pipeline.stages.train import run_train
 
     over = {"net.arch": arch, "net.width": width, "epochs": epochs,
             "batch_size": batch_size, "opt.lr": lr, "seed": seed, "stream": stream}
-    cfg = _train_run(_train_cfg, config, over, sets)
-    res = _train_run(run_train, store, method, _train_run(params_from_pairs, params), cfg,
-                     out, device=ctx.obj["device"], saliency=saliency)
+    cfg = _train_cfg(config, over, sets)
+    res = run_train(store, method, _pairs(params), cfg, out, device=ctx.obj["device"],
+                    saliency=saliency)
     click.echo(f"{'skipped (already finished)' if res['skipped'] else 'trained'}: {out}")
 
 
@@ -181,23 +191,16 @@ def train_teacher_cmd(ctx, store, out, arch, width, config, epochs, batch_size, 
     Reads STORE's train and test splits; writes OUT/model.pt, model.json (sidecar),
     metrics.jsonl and config.yaml (sparse: also OUT/dense/).
     """
-    from pipeline.stages.train import params_from_pairs, run_train_teacher
+    from pipeline.stages.train import run_train_teacher
 
     over = {"net.width": width, "epochs": epochs, "batch_size": batch_size,
             "opt.lr": lr, "seed": seed}
-    cfg = _train_run(_train_cfg, config, over, sets)
+    cfg = _train_cfg(config, over, sets)
     prune = {k: v for k, v in (("sparsity", sparsity), ("finetune_epochs", finetune_epochs))
              if v is not None}
-    res = _train_run(run_train_teacher, store, arch or cfg.net.arch, mode, out, cfg,
-                     device=ctx.obj["device"], params=_train_run(params_from_pairs, params),
-                     prune=prune)
+    res = run_train_teacher(store, arch or cfg.net.arch, mode, out, cfg,
+                            device=ctx.obj["device"], params=_pairs(params), prune=prune)
     click.echo(f"{'skipped (already finished)' if res['skipped'] else 'trained'}: {out}")
-# --- train commands (end) ---
-
-# --- saliency-cache commands (begin) ---
-def _cache_fail(e: Exception) -> None:
-    raise click.ClickException(str(e)) from e
-
 
 @main.command("precompute-saliency")
 @click.option("--store", required=True, help="Data set store (path or fsspec URL); written into.")
@@ -205,8 +208,9 @@ def _cache_fail(e: Exception) -> None:
 @click.option("--teacher", type=click.Path(path_type=Path), help="Teacher run directory.")
 @click.option("--method", help="Saliency method (registry name, see `salpipe list`).")
 @click.option("-p", "--param", "params", multiple=True, help="Method parameter key=value.")
-@click.option("--target", type=click.Choice(["label", "pred"]), default="label",
-              show_default=True, help="Saliency of the true class or the teacher's prediction.")
+@click.option("--target", type=click.Choice(["label", "pred"]), default=None,
+              help="Saliency of the true class (label) or the teacher's prediction (pred) "
+                   "[default: pred, as in the sweep files].")
 @click.option("--source", help="Source name [default: <teacher dir name>.<method>]; "
               "annotation.mask / annotation.bbox for weak saliency from annotations.")
 @click.option("--batch-size", default=128, show_default=True, help="Images per batch.")
@@ -224,14 +228,12 @@ def precompute_saliency(ctx, store, split, teacher, method, params, target, sour
     from pipeline.core.seeds import resolve_device
     from pipeline.stages.precompute_saliency import PrecomputeConfig, run_precompute
 
+    given = {"target": target} if target is not None else {}
     cfg = PrecomputeConfig(split=split, teacher=teacher, method=method, source=source,
-                           params=_parse_params(params), target=target, batch_size=batch_size,
-                           workers=workers)
-    try:
-        res = run_precompute(store, cfg, device=str(resolve_device(ctx.obj["device"])),
-                             scheduler=scheduler, overwrite=overwrite)
-    except (ValueError, KeyError, OSError) as e:  # OSError: store or --scheduler unreachable
-        _cache_fail(e)
+                           params=_pairs(params), batch_size=batch_size, workers=workers,
+                           **given)
+    res = run_precompute(store, cfg, device=str(resolve_device(ctx.obj["device"])),
+                         scheduler=scheduler, overwrite=overwrite)
     if res["status"] == "nothing to do":
         click.echo(f"{res['source']}: complete with the same provenance, nothing to do")
     else:
@@ -256,10 +258,7 @@ def cache_info_cmd(store, as_json) -> None:
 
     from pipeline.stages.cache_info import cache_info, format_info
 
-    try:
-        info = cache_info(store)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _cache_fail(e)
+    info = cache_info(store)
     click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
 
 
@@ -279,11 +278,8 @@ def cache_verify_cmd(ctx, store, split, source, sample, teacher) -> None:
     from pipeline.core.seeds import resolve_device
     from pipeline.stages.cache_verify import run_verify
 
-    try:
-        report = run_verify(store, split, source, sample=sample, teacher=teacher,
-                            device=str(resolve_device(ctx.obj["device"])))
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _cache_fail(e)
+    report = run_verify(store, split, source, sample=sample, teacher=teacher,
+                        device=str(resolve_device(ctx.obj["device"])))
     for line in report.checked:
         click.echo(f"ok: {line}")
     for line in report.problems:
@@ -306,10 +302,7 @@ def cache_export_cmd(store, out, split, source) -> None:
     """
     from pipeline.stages.cache_export import run_export
 
-    try:
-        res = run_export(store, out, split=split, source=source)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _cache_fail(e)
+    res = run_export(store, out, split=split, source=source)
     click.echo(f"wrote {res['out']}: {len(res['arrays'])} arrays, {res['bytes']} bytes")
 
 
@@ -327,14 +320,9 @@ def show_saliency(store, source, split, n, start, out) -> None:
     """
     from pipeline.stages.show_saliency import run_show_saliency
 
-    try:
-        res = run_show_saliency(store, source, out, split=split, n=n, start=start)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _cache_fail(e)
+    res = run_show_saliency(store, source, out, split=split, n=n, start=start)
     click.echo(f"wrote {res['out']} ({len(res['images'])} images)")
-# --- saliency-cache commands (end) ---
 
-# --- evaluate-report commands (begin) ---
 @main.command("evaluate")
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Checkpoint run directory (model.pt + model.json).")
@@ -405,68 +393,82 @@ def report(results, runs, gallery, gallery_store, gallery_source, gallery_split,
                          gallery_split=gallery_split)
     click.echo(f"report written to {summary['out']} ({len(summary['tables'])} tables, "
                f"{summary['flags']} flags)")
-# --- evaluate-report commands (end) ---
 
-# --- sad commands (begin) ---
+def _sad_default(key: str) -> str:
+    """`` [default: V]`` from SadConfig, the one place SAD's defaults live."""
+    from pipeline.config.sad import SadConfig  # light: no torch
+
+    return f" [default: {getattr(SadConfig(), key)}]"
+
+
 @main.command("sad-calibrate")
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Run directory of the original model (standard, PGD-AT, TRADES).")
 @click.option("--store", required=True, help="Data set store (path or fsspec URL).")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output run directory (a checkpoint with a 'sad' wrapper block).")
-@click.option("--ratio", type=float, default=0.8, show_default=True,
-              help="Hybridization ratio r (paper: 0.8; Table 4 sweeps 0.5-0.9).")
-@click.option("--attack", default="pgd", show_default=True,
-              help="Attack crafting x_adv under the original model (ATTACKS name).")
+@click.option("--ratio", type=float, default=None,
+              help=f"Hybridization ratio r (paper Table 4 sweeps 0.5-0.9){_sad_default('ratio')}.")
+@click.option("--attack", default=None,
+              help=f"Attack crafting x_adv under the original model (ATTACKS name)"
+                   f"{_sad_default('attack')}.")
 @click.option("-p", "--attack-param", "attack_params", multiple=True, metavar="KEY=VALUE",
               help="Attack parameter, e.g. -p eps=8/255 -p steps=10.")
-@click.option("--saliency", default="grad", show_default=True,
-              help="Saliency method of the predicted class (SALIENCY name).")
-@click.option("-s", "--saliency-param", "saliency_params", multiple=True,
-              metavar="KEY=VALUE", help="Saliency method parameter.")
+@click.option("--saliency", default=None,
+              help=f"Saliency method of the predicted class (SALIENCY name)"
+                   f"{_sad_default('saliency')}.")
+@click.option("--saliency-param", "saliency_params", multiple=True, metavar="KEY=VALUE",
+              help="Saliency method parameter.")
 @click.option("--normalise", type=click.Choice(["maxabs", "minmax", "sign", "raw"]),
-              default="maxabs", show_default=True, help="Per-image map normalisation.")
-@click.option("--no-bn-update", is_flag=True,
-              help="Saliency-only ablation: keep the BN statistics (paper Table 5).")
-@click.option("--no-saliency", is_flag=True,
-              help="BN-recalibration-only ablation: no map added (calibration, inference).")
+              default=None, help=f"Per-image map normalisation{_sad_default('normalise')}.")
+@click.option("--bn-update/--no-bn-update", default=None,
+              help="--no-bn-update: saliency-only ablation, keep the BN statistics "
+                   "(paper Table 5).")
+@click.option("--add-saliency/--no-saliency", default=None,
+              help="--no-saliency: BN-recalibration-only ablation, no map added "
+                   "(calibration, inference).")
 @click.option("--grad-mode", type=click.Choice(["exact", "bpda"]), default=None,
               help="Gradient mode of the saved model [default: exact for grad, else bpda].")
-@click.option("--batches", type=int, default=None, help="Use at most N batches.")
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--batches", type=int, default=None, help="Use at most N batches [default: all].")
+@click.option("--batch-size", type=int, default=None,
+              help=f"Calibration batch size{_sad_default('batch_size')}.")
+@click.option("--seed", type=int, default=None,
+              help=f"Batch order and attack random starts{_sad_default('seed')}.")
+@click.option("-s", "--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any SAD setting (SadConfig key), e.g. -s ratio=0.5 or dotted into a "
+                   "mapping, -s saliency_params.n=5; an explicit option beats it.")
 @click.option("--split", default="train", show_default=True, help="Calibration split.")
-@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an OUT of another configuration.")
 @click.pass_context
 def sad_calibrate(ctx, model_dir, store, out, ratio, attack, attack_params, saliency,
-                  saliency_params, normalise, no_bn_update, no_saliency, grad_mode, batches,
-                  batch_size, split, seed, overwrite) -> None:
+                  saliency_params, normalise, bn_update, add_saliency, grad_mode, batches,
+                  batch_size, seed, sets, split, overwrite) -> None:
     """SAD (paper 001, Alg. 1): recalibrate BN statistics on saliency-processed PGD data.
 
     Reads the checkpoint --model and the --split of --store; writes the checkpoint --out
     (recalibrated weights + sidecar 'wrapper: sad'), loaded as the whole SAD model by
     load_model / salpipe evaluate. Only BN running statistics change. Idempotent.
+    Settings left out take the SadConfig defaults (pipeline/config/sad.py).
     """
-    from pipeline.sad import SADCalibration
+    from pipeline.config import parse_pairs
+    from pipeline.config.sad import sad_config
     from pipeline.stages.sad_calibrate import run_sad_calibrate
 
-    def go():
-        cfg = SADCalibration(
-            ratio=ratio, attack=attack, attack_params=_parse_params(attack_params),
-            saliency=saliency, saliency_params=_parse_params(saliency_params),
-            normalise=normalise, bn_update=not no_bn_update, add_saliency=not no_saliency,
-            grad_mode=grad_mode or ("exact" if saliency == "grad" else "bpda"),
-            batch_size=batch_size, batches=batches, seed=seed)
-        return run_sad_calibrate(model_dir, store, out, cfg, device=ctx.obj["device"],
-                                 split=split, overwrite=overwrite)
-
-    try:
-        res = go()
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
-        raise click.ClickException(str(e)) from e
+    settings = parse_pairs(sets, "-s")  # dotted keys reach into mappings
+    for key, pairs, flag in (("attack_params", attack_params, "-p"),
+                             ("saliency_params", saliency_params, "--saliency-param")):
+        settings.update({f"{key}.{k}": v for k, v in parse_pairs(pairs, flag).items()})
+    settings.update({k: v for k, v in {
+        "ratio": ratio, "attack": attack, "saliency": saliency, "normalise": normalise,
+        "bn_update": bn_update, "add_saliency": add_saliency, "grad_mode": grad_mode,
+        "batches": batches, "batch_size": batch_size, "seed": seed}.items()
+        if v is not None})
+    cfg = sad_config(settings, "sad-calibrate")
+    res = run_sad_calibrate(model_dir, store, out, cfg, device=ctx.obj["device"],
+                            split=split, overwrite=overwrite)
     click.echo(f"skipped (already calibrated): {out}" if res["skipped"] else
                f"wrote {res['method']} to {out} ({res['batches']} batches)")
-# --- sad commands (end) ---
+
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Saliency sources inside the Zarr cache: opening, creating, provenance, reading.
 
-Per source group ``<split>/saliency/<source>/`` (contracts.md):
+Per source group ``<split>/saliency/<source>/`` (docs/contracts.md):
 
 - ``map``  float16 ``[N, C, H, W]`` (the raw map), chunks ``[B, C, H, W]``
 - ``sign`` uint8 bit-packed ``[N, ceil(C*H*W/8)]`` (bit set where ``map > 0``)
@@ -71,7 +71,8 @@ def open_group(url: str, mode: str = "r") -> zarr.Group:
     return open_store(_local_path(str(url)), mode)
 
 
-def _as_group(store: zarr.Group | str, mode: str = "r") -> zarr.Group:
+def as_group(store: zarr.Group | str, mode: str = "r") -> zarr.Group:
+    """``store`` itself when it is an open group, else :func:`open_group` of it."""
     return store if isinstance(store, zarr.Group) else open_group(store, mode)
 
 
@@ -88,7 +89,7 @@ def split_array(group: zarr.Group, split: str, name: str) -> zarr.Array:
 
 def list_sources(store: zarr.Group | str, split: str) -> list[str]:
     """Names of the saliency sources of ``split`` (complete or not), sorted."""
-    group = _as_group(store)
+    group = as_group(store)
     path = f"{split}/saliency"
     if path not in group:
         return []
@@ -97,7 +98,7 @@ def list_sources(store: zarr.Group | str, split: str) -> list[str]:
 
 def source_group(store: zarr.Group | str, split: str, source: str) -> zarr.Group:
     """The group of one source; :class:`MissingSourceError` lists the existing ones."""
-    group = _as_group(store)
+    group = as_group(store)
     path = layout.saliency_group(split, source)
     if path not in group:
         raise MissingSourceError(

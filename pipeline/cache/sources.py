@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.cache import layout
 from pipeline.cache.bits import unpack_bits
-from pipeline.cache.saliency_store import MissingSourceError, list_sources
+from pipeline.cache.saliency_store import MissingSourceError, as_group, list_sources
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def open_sources(group, split: str, names: Sequence[str], kind: str,
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    group = as_group(group)
     check_sources(group, split, names)
     return _open(group, split, names, kind, prepare)
 
@@ -113,7 +114,12 @@ def open_extras(group, split: str, maps: Sequence[str], masks: Sequence[str],
     The one reader of cached sources for every stream mode: the memory stream reads each
     whole (:func:`read_all`), the chunk stream a chunk at a time.
     """
-    check_sources(group, split, [*maps, *masks])
+    group = as_group(group)
+    for names in (maps, masks):
+        if len(set(names)) != len(names):
+            raise ValueError(f"saliency source given twice: {list(names)}")
+    # a source may be read both as a map and as a mask; it is checked once
+    check_sources(group, split, list(dict.fromkeys([*maps, *masks])))
     return (_open(group, split, maps, "map", prepare),
             _open(group, split, masks, "mask", None))
 

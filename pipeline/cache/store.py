@@ -1,4 +1,4 @@
-"""Opening and reading the per-data-set Zarr store (contracts.md, DESIGN.md section 3).
+"""Opening and reading the per-data-set Zarr store (docs/contracts.md, DESIGN.md section 3).
 
 The store is written by :func:`pipeline.stages.prepare_data.run_prepare_data`; these functions read
 it back. ``url`` may be a local path or any fsspec URL (``file://``, ``memory://``, ...).

@@ -52,7 +52,6 @@ class Cub200Config(FileDataset):
 
     root: str
 
-
     def _dir(self) -> Path:
         root = Path(self.root)
         return root / "CUB_200_2011" if (root / "CUB_200_2011").is_dir() else root

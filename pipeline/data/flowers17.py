@@ -57,7 +57,6 @@ class Flowers17Config(FileDataset):
 
     mask_rule = staticmethod(flower_mask)
 
-
     def classes(self) -> list[str]:
         rows = _read_csv(Path(self.root) / "labels.csv")
         names = {int(r["class_index"]): r["class_name"] for r in rows}

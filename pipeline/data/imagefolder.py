@@ -43,7 +43,6 @@ class ImageFolderConfig(FileDataset):
 
     root: str
 
-
     @functools.cached_property
     def _split_dirs(self) -> list[Path]:
         root = Path(self.root)

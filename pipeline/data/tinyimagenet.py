@@ -47,7 +47,6 @@ class TinyImageNetConfig(FileDataset):
 
     root: str
 
-
     def _dir(self) -> Path:
         root = Path(self.root)
         sub = root / "tiny-imagenet-200"

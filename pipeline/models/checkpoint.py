@@ -5,7 +5,7 @@ directory with a sidecar always holds the weights it describes (its ``sha256``).
 uses ``torch.load(weights_only=True)`` and refuses a checkpoint of another architecture or
 another data set (by fingerprint) with an error naming both sides.
 
-Sidecar keys (contracts.md): ``arch``, ``width``, ``num_classes``, ``mean``, ``std``,
+Sidecar keys (docs/contracts.md): ``arch``, ``width``, ``num_classes``, ``mean``, ``std``,
 ``dataset``, ``dataset_fingerprint``, ``method``, ``params``, ``train``, ``epoch``,
 ``metrics``, ``salpipe_version``, ``sha256``, ``saliency_sources``, ``created``.
 """

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import h5py
 import zarr
 
 from pipeline.cache.saliency_store import open_group
+from pipeline.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,8 @@ def run_export(store: str, out: Path, *, split: str | None = None,
 
     group = open_group(str(store), "r")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     arrays = []
-    try:
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
             _copy_attrs(group, h5)
             for path, node in _walk(group):
@@ -93,9 +91,5 @@ def run_export(store: str, out: Path, *, split: str | None = None,
                     arrays.append(path)
                 else:
                     _copy_attrs(node, h5.require_group(path))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     log.info("exported %d arrays of %s to %s", len(arrays), store, out)
     return {"out": str(out), "arrays": arrays, "bytes": out.stat().st_size}

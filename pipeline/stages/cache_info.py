@@ -34,7 +34,6 @@ def disk_bytes(store: str, path: str) -> int:
 def energy_pointing_game(group, split: str, source: str) -> dict | None:
     """Mean energy share inside the object masks, chunk by chunk; None without masks."""
 
-
     ann = f"{split}/annotations"
     if f"{ann}/mask" not in group:
         return None

@@ -37,6 +37,7 @@ from pipeline.cache.saliency_store import (
     split_array,
 )
 from pipeline.config import build_method, to_dict
+from pipeline.config.sweep import DEFAULT_TARGET, SALIENCY_TARGETS
 from pipeline.models.checkpoint import check_meta, checkpoint_sha256, read_sidecar
 from pipeline.saliency import SALIENCY
 from pipeline.stages.saliency_chunks import ChunkJob, compute_chunk
@@ -63,7 +64,7 @@ class PrecomputeConfig:
     teacher: Path | None = None
     method: str | None = None
     params: dict = field(default_factory=dict)
-    target: str = "label"
+    target: str = DEFAULT_TARGET
     source: str | None = None
     batch_size: int = 128
     workers: int | None = None
@@ -107,7 +108,7 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
         raise ValueError(f"source {source!r} needs --teacher and --method")
 
     method = build_method(SALIENCY, cfg.method, cfg.params, f"saliency {cfg.method}")
-    if cfg.target not in ("label", "pred"):
+    if cfg.target not in SALIENCY_TARGETS:
         raise ValueError(f"target must be 'label' or 'pred', not {cfg.target!r}")
     teacher = Path(cfg.teacher)
     sha = checkpoint_sha256(teacher)
@@ -205,7 +206,6 @@ def run_precompute(
         ordered = {k: digests[k] for k in sorted(digests, key=int)}
         grp.update_attributes({"chunks_done": sorted(done), "chunk_digests": ordered})
 
-
     before = torch.get_num_threads()
     try:
         run_chunks(jobs, record, scheduler=scheduler, workers=cfg.workers)
@@ -261,6 +261,8 @@ def _run_local(jobs, record, bar, scheduler, workers) -> None:
 
 
 def _run_distributed(jobs, record, bar, address) -> None:
+    # local: dask.distributed takes about a second to import and only a run given a
+    # --scheduler address needs it
     from distributed import Client, as_completed
 
     with Client(address) as client:

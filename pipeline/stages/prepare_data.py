@@ -1,4 +1,4 @@
-"""``run_prepare_data``: write a data set into its Zarr store (contracts.md, DESIGN.md 3).
+"""``run_prepare_data``: write a data set into its Zarr store (docs/contracts.md, DESIGN.md 3).
 
 The store is written into a temporary sibling and renamed into place at the end, so an
 error never leaves a half-written store behind. Blocks are streamed: at most one block of

@@ -9,20 +9,23 @@ salience mask, plus the box when the source has one.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")  # files only, never a screen
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from pipeline.cache.bits import unpack_bits
 from pipeline.cache.saliency_store import open_group, source_group
+from pipeline.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 
 def _box(ax, box) -> None:
-    from matplotlib.patches import Rectangle
-
     x0, y0, x1, y1 = (int(v) for v in box)
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1,
                            fill=False, edgecolor="red", linewidth=1))
@@ -43,11 +46,6 @@ def run_show_saliency(store: str, source: str, out: Path, *, split: str = "train
     Returns:
         ``{"out": str, "images": [indices]}``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     group = open_group(str(store), "r")
     grp = source_group(group, split, source)
     total = grp["map"].shape[0]
@@ -83,14 +81,10 @@ def run_show_saliency(store: str, source: str, out: Path, *, split: str = "train
     fig.suptitle(f"{split}/{source}", fontsize=9)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     log.info("wrote %s (%d images of %s/%s)", out, rows, split, source)
     return {"out": str(out), "images": list(range(sl.start, sl.stop))}

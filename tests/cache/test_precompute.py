@@ -23,7 +23,8 @@ from pipeline.stages.saliency_chunks import NonFiniteSaliencyError, derive_array
 
 
 def _grad_cfg(teacher, **kw) -> PrecomputeConfig:
-    return PrecomputeConfig(teacher=teacher, method="grad", batch_size=16, **kw)
+    return PrecomputeConfig(teacher=teacher, method="grad", batch_size=16, target="label",
+                            **kw)
 
 
 def test_arrays_match_direct_attribution(store, teacher):
@@ -94,7 +95,7 @@ def test_teacher_of_another_dataset_is_refused(store, tmp_path):
 
 @pytest.mark.parametrize("change", [{"params": {"sigma": 0.3}}, {"target": "pred"}])
 def test_other_params_or_target_are_refused(store, teacher, change):
-    base = {"teacher": teacher, "method": "smoothgrad", "batch_size": 32,
+    base = {"teacher": teacher, "method": "smoothgrad", "batch_size": 32, "target": "label",
             "params": {"sigma": 0.1, "samples": 2}}
     run_precompute(store, PrecomputeConfig(**base))
     params = {**base["params"], **change.get("params", {})}

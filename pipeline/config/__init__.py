@@ -186,6 +186,19 @@ def parse_pairs(pairs, flag: str = "-p") -> dict[str, Any]:
     return out
 
 
+def set_dotted(data: dict, key: str, value: Any, where: str = "") -> dict:
+    """``data[a][b] = value`` for ``key`` ``"a.b"`` (nested mappings made as needed);
+    a :class:`ConfigError` names the key when a parent is not a mapping."""
+    node = data
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where + '.' if where else ''}{key}: {p!r} is not a mapping")
+    node[leaf] = value
+    return data
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (nested) as plain YAML/JSON-able data; used in sidecars and provenance."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

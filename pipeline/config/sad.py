@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from pipeline.config import ConfigError, from_dict
+from pipeline.config import from_dict, set_dotted
 
 Normalisation = Literal["maxabs", "minmax", "sign", "raw"]
 GradMode = Literal["exact", "bpda"]
@@ -104,41 +104,19 @@ class SadConfig:
         return SadConfig(**self.settings())
 
     def overrides(self) -> dict[str, Any]:
-        """The fewest settings that rebuild this config over the defaults:
-        ``SadConfig(**cfg.overrides()) == cfg.config()``.
-
-        A value equal to its default is left out, and so is one that the others imply
-        (``grad_mode`` that its saliency already resolves to).
-        """
-        target = self.config()
-        out = {f.name: getattr(self, f.name) for f in fields(SadConfig)
-               if getattr(self, f.name) != _default(f)}
-        for key in list(out):
-            trial = {k: v for k, v in out.items() if k != key}
-            try:
-                if SadConfig(**trial) == target:
-                    out = trial
-            except ValueError:
-                pass
-        return out
+        """The settings that differ from the defaults, so that
+        ``SadConfig(**cfg.overrides()) == cfg.config()``; ``grad_mode`` only when it is
+        not the one its saliency implies."""
+        implied = "exact" if self.saliency == "grad" else "bpda"
+        return {f.name: getattr(self, f.name) for f in fields(SadConfig)
+                if getattr(self, f.name) != (implied if f.name == "grad_mode"
+                                             else _default(f))}
 
 
 def _default(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return f.default
-
-
-def set_dotted(data: dict, key: str, value: Any, where: str = "sad") -> dict:
-    """``data[a][b] = value`` for ``key`` ``"a.b"`` (nested mappings made as needed)."""
-    node = data
-    *parents, leaf = key.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{where}.{key}: {p!r} is not a mapping")
-    node[leaf] = value
-    return data
 
 
 def sad_config(settings: dict[str, Any] | None = None, where: str = "sad") -> SadConfig:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pipeline.cache import STREAMS
 from pipeline.cache.stream import AugConfig
-from pipeline.config import ConfigError, from_dict
+from pipeline.config import from_dict, set_dotted
 
 
 @dataclass(frozen=True)
@@ -146,15 +146,8 @@ def train_config_from(
     """
     merged: dict = _deep_copy(data or {})
     for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = merged
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{where}.{key}: {p!r} is not a mapping")
-        node[leaf] = value
+        if value is not None:
+            set_dotted(merged, key, value, where)
     return from_dict(TrainConfig, merged, where)
 
 

@@ -9,6 +9,10 @@ configfile: "config/config.yaml"
 
 validate(config, "config/schema.yaml")
 
+# The rules' shell lines hold the command as a bash array (logged() in common.smk): bash,
+# or a clear "not available in your PATH" error, never a fall-back to sh.
+shell.executable("bash")
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/stages.smk"

@@ -1,8 +1,9 @@
 """What the Snakefile asks the package: the sweep's lists and each job's arguments.
 
 The Snakefile owns the path scheme and the rules; this module turns the active sweep
-into wildcard values and into the options of each ``salpipe`` command, so the command a
-job logs is the whole job (run it by hand and you get the same result).
+into wildcard values and into the options of each ``salpipe`` command, as lists of
+words (no shell string to re-parse), so the command a job logs is the whole job (run it
+by hand and you get the same result).
 """
 
 from __future__ import annotations
@@ -53,23 +54,26 @@ class Dag:
         return name in self.sweep.sad
 
     # -- per-job arguments --------------------------------------------------------------
+    # Each ``*_args`` method returns the words of a command line (a list, never a string
+    # for a shell to split): the rules format them with ``{params.args:q}``, so Snakemake
+    # quotes every word and a path with a space, a ``;`` or a ``$(...)`` stays one word.
 
-    def prepare_args(self, dataset: str) -> str:
+    def prepare_args(self, dataset: str) -> list[str]:
         spec = self.sweep.datasets[dataset]
-        args = [f"--dataset {spec.adapter}"]
+        args = ["--dataset", f"{spec.adapter}"]
         if spec.root is not None:
-            args.append(f"--root {shlex.quote(str(Path(self.data_root) / spec.root))}")
-        return " ".join(args + [kv_args("-p", spec.params)])
+            args += ["--root", str(Path(self.data_root) / spec.root)]
+        return args + _kv("-p", spec.params)
 
-    def _test_split(self, dataset: str) -> str:
+    def _test_split(self, dataset: str) -> list[str]:
         """Per-epoch clean accuracy is measured on the data set's evaluation split."""
-        return f"-s test_split={self.sweep.datasets[dataset].eval_split}"
+        return ["-s", f"test_split={self.sweep.datasets[dataset].eval_split}"]
 
-    def teacher_args(self, dataset: str, teacher: str) -> str:
+    def teacher_args(self, dataset: str, teacher: str) -> list[str]:
         t = self.sweep.teachers[teacher]
-        width = f" --width {t.width}" if t.width is not None else ""
-        return (f"--arch {t.arch}{width} --mode {t.mode} --config {shlex.quote(t.train)} "
-                f"{self._test_split(dataset)} " + kv_args("-p", t.params)).strip()
+        width = ["--width", f"{t.width}"] if t.width is not None else []
+        return ["--arch", f"{t.arch}", *width, "--mode", f"{t.mode}", "--config", f"{t.train}",
+                *self._test_split(dataset), *_kv("-p", t.params)]
 
     def teacher_config(self, teacher: str) -> str:
         return self.sweep.teachers[teacher].train
@@ -78,29 +82,27 @@ class Dag:
         origin = source.partition(".")[0]
         return None if origin == "annotation" else origin
 
-    def source_args(self, source: str) -> str:
+    def source_args(self, source: str) -> list[str]:
         """Options of precompute-saliency besides store, split and teacher."""
         spec = self.sweep.saliency[source]
         if self.source_teacher(source) is None:
-            return f"--source {source}"
+            return ["--source", source]
         method = spec.method or source.partition(".")[2]
-        args = [f"--method {method}", f"--target {spec.target}", f"--source {source}"]
+        args = ["--method", f"{method}", "--target", f"{spec.target}", "--source", source]
         if self.scheduler:
-            args.append(f"--scheduler {shlex.quote(self.scheduler)}")
-        return " ".join(args + [kv_args("-p", spec.params)]).strip()
+            args += ["--scheduler", f"{self.scheduler}"]
+        return args + _kv("-p", spec.params)
 
     def student_sources(self, student: str) -> list[str]:
         return list(self.sweep.students[student].saliency)
 
-    def student_args(self, dataset: str, student: str, seed: int) -> str:
+    def student_args(self, dataset: str, student: str, seed: int) -> list[str]:
         s, net = self.sweep.students[student], self.sweep.student
-        width = f" --width {net.width}" if net.width is not None else ""
-        sal = " ".join(f"--saliency {src}" for src in s.saliency)
-        return " ".join(x for x in [
-            f"--method {s.method}", sal, f"--arch {net.arch}{width}",
-            f"--config {shlex.quote(net.train)}", self._test_split(dataset), f"--seed {seed}",
-            kv_args("-p", s.params),
-        ] if x)
+        width = ["--width", f"{net.width}"] if net.width is not None else []
+        sal = [word for src in s.saliency for word in ("--saliency", f"{src}")]
+        return ["--method", f"{s.method}", *sal, "--arch", f"{net.arch}", *width,
+                "--config", f"{net.train}", *self._test_split(dataset), "--seed", f"{seed}",
+                *_kv("-p", s.params)]
 
     def student_config(self) -> str:
         return self.sweep.student.train
@@ -108,7 +110,7 @@ class Dag:
     def sad_base(self, name: str) -> str:
         return self.sweep.sad[name].base
 
-    def sad_args(self, name: str, seed: int) -> str:
+    def sad_args(self, name: str, seed: int) -> list[str]:
         """Options of sad-calibrate besides model, store and out: ``--seed`` (the job's)
         and every setting of the sweep entry that differs from the
         :class:`~pipeline.config.sad.SadConfig` defaults, as ``-s key=value`` (mappings
@@ -122,10 +124,16 @@ class Dag:
             else:
                 pairs[key] = value
         pairs = {k: "null" if v is None else v for k, v in pairs.items()}
-        return " ".join(x for x in [f"--seed {int(seed)}", kv_args("-s", pairs)] if x)
+        return ["--seed", f"{int(seed)}", *_kv("-s", pairs)]
 
-    def eval_args(self, dataset: str) -> str:
-        e = self.sweep.evaluate
-        split = self.sweep.datasets[dataset].eval_split
-        n = f" --n {e.n}" if e.n else ""
-        return f"--preset {e.preset} --split {split}{n} --batch-size {e.batch_size}"
+    def eval_args(self, dataset: str) -> list[str]:
+        e, d = self.sweep.evaluate, self.sweep.datasets[dataset]
+        split, count = d.eval_split, d.eval_n or e.n
+        n = ["--n", f"{count}"] if count else []
+        return ["--preset", f"{e.preset}", "--split", f"{split}", *n,
+                "--batch-size", f"{e.batch_size}"]
+
+
+def _kv(flag: str, params: dict) -> list[str]:
+    """:func:`~pipeline.config.sweep.kv_args` as words: ``[flag, 'key=value', ...]``."""
+    return shlex.split(kv_args(flag, params))

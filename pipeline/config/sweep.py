@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from pipeline.config import ConfigError, build_method, from_dict
+from pipeline.config import ConfigError, build_method, from_dict, load_yaml_file
 from pipeline.config.sad import SadConfig
 from pipeline.core.registry import Registry
 
@@ -28,6 +26,9 @@ class DatasetSpec:
     root: str | None = None  # relative to the sweep's data_root; None for generated sets
     params: dict[str, Any] = field(default_factory=dict)
     eval_split: str = "test"
+    # images evaluated on this data set when its split is smaller than the sweep's
+    # evaluate.n (salpipe evaluate refuses an --n beyond the split); None: evaluate.n
+    eval_n: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,10 +137,8 @@ def load_sweep(path: str | Path, overrides: dict | None = None,
     ``models``, ``saliency``, ``training``; :func:`pipeline.stages.sweep.registries`);
     None checks the file's structure and cross-references only.
     """
+    data = load_yaml_file(path, "sweep file") or {}
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     sweep = from_dict(Sweep, data, f"sweep {path.stem}")
     validate_sweep(sweep, registries)

@@ -49,8 +49,8 @@ def source_inputs(w):
 def teacher_option(w):
     teacher = SWEEP.source_teacher(w.source)
     if teacher is None:
-        return ""
-    return f"--teacher {TEACHER.format(dataset=w.dataset, teacher=teacher)}"
+        return []
+    return ["--teacher", TEACHER.format(dataset=w.dataset, teacher=teacher)]
 
 
 def student_source_flags(w):
@@ -71,9 +71,27 @@ def all_galleries(w):
 
 def report_runs(w):
     """Training cost per epoch comes from the trained runs (SAD calibrates, no epochs)."""
-    return " ".join(
-        f"--runs {model_dir_of(d, m, s)}" for d, m, s in SWEEP.cells() if not SWEEP.is_sad(m)
-    )
+    return [
+        word
+        for d, m, s in SWEEP.cells()
+        if not SWEEP.is_sad(m)
+        for word in ("--runs", model_dir_of(d, m, s))
+    ]
+
+
+def logged(command):
+    """The shell line of a job that runs ``command`` and logs it.
+
+    ``command`` is a ``salpipe`` command line whose every field is ``:q``-formatted
+    (``{params.args:q}`` quotes each word of a list), so bash splits it into exactly the
+    intended words, whatever a path holds (spaces, ``;``, ``$(...)``). Those words are
+    kept in a bash array and run as such, never re-parsed (no ``eval``); the log's first
+    line is that array printed back shell-quoted (bash's ``printf %q``: one line that a
+    user can paste to rerun the job)."""
+    return "".join((
+        "cmd=(", command, "); printf -v line '%q ' \"${{cmd[@]}}\";",
+        ' echo "${{line% }}" > {log:q}; "${{cmd[@]}}" >> {log:q} 2>&1',
+    ))
 
 
 def _alts(names):

@@ -1,5 +1,7 @@
-# The stage rules. Each rule's shell line is the whole job: it is echoed as the first
-# line of the job's log, and running it by hand reproduces the job.
+# The stage rules. Each rule's shell line is the whole job: one `salpipe` command whose
+# every field is `:q`-quoted (list params are quoted word by word), run without `eval`
+# and echoed, shell-quoted, as the first line of the job's log (logged() in common.smk);
+# running that line by hand reproduces the job.
 import os
 
 
@@ -18,8 +20,10 @@ rule prepare_data:
     conda:
         "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe --device {params.device} prepare-data {params.args} --store {params.store}';"
-        ' echo "$cmd" > {log}; eval "$cmd" >> {log} 2>&1'
+        logged(
+            "salpipe --device {params.device:q} prepare-data {params.args:q}"
+            " --store {params.store:q}"
+        )
 
 
 rule train_teacher:
@@ -46,8 +50,10 @@ rule train_teacher:
     conda:
         "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe --device {params.device} train-teacher --store {params.store} {params.args}"
-        " --out {params.out}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
+        logged(
+            "salpipe --device {params.device:q} train-teacher --store {params.store:q}"
+            " {params.args:q} --out {params.out:q}"
+        )
 
 
 rule precompute_saliency:
@@ -70,9 +76,10 @@ rule precompute_saliency:
     conda:
         "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe --device {params.device} precompute-saliency --store {params.store}"
-        " --split train {params.teacher} {params.args}'; echo \"$cmd\" > {log};"
-        ' eval "$cmd" >> {log} 2>&1'
+        logged(
+            "salpipe --device {params.device:q} precompute-saliency --store {params.store:q}"
+            " --split train {params.teacher:q} {params.args:q}"
+        )
 
 
 rule saliency_gallery:
@@ -90,9 +97,10 @@ rule saliency_gallery:
     conda:
         "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe show-saliency --store {params.store} --split train"
-        " --source {wildcards.source} --n 8 --out {output}'; echo \"$cmd\" > {log};"
-        ' eval "$cmd" >> {log} 2>&1'
+        logged(
+            "salpipe show-saliency --store {params.store:q} --split train"
+            " --source {wildcards.source:q} --n 8 --out {output:q}"
+        )
 
 
 rule train_student:
@@ -117,8 +125,10 @@ rule train_student:
     conda:
         "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe --device {params.device} train --store {params.store} {params.args}"
-        " --out {params.out}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
+        logged(
+            "salpipe --device {params.device:q} train --store {params.store:q}"
+            " {params.args:q} --out {params.out:q}"
+        )
 
 
 rule sad_calibrate:
@@ -143,9 +153,10 @@ rule sad_calibrate:
     conda:
         "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe --device {params.device} sad-calibrate --model {params.base}"
-        " --store {params.store} {params.args} --out {params.out}'; echo \"$cmd\" > {log};"
-        ' eval "$cmd" >> {log} 2>&1'
+        logged(
+            "salpipe --device {params.device:q} sad-calibrate --model {params.base:q}"
+            " --store {params.store:q} {params.args:q} --out {params.out:q}"
+        )
 
 
 rule evaluate:
@@ -168,9 +179,10 @@ rule evaluate:
     conda:
         "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe --device {params.device} evaluate --model {params.model}"
-        " --store {params.store} {params.args} --out {output}'; echo \"$cmd\" > {log};"
-        ' eval "$cmd" >> {log} 2>&1'
+        logged(
+            "salpipe --device {params.device:q} evaluate --model {params.model:q}"
+            " --store {params.store:q} {params.args:q} --out {output:q}"
+        )
 
 
 rule report:
@@ -184,8 +196,8 @@ rule report:
         f"{LOGS}/report.log",
     params:
         out=lambda w, output: os.path.dirname(output.html),
-        results=lambda w, input: " ".join(f"--results {r}" for r in input.results),
-        galleries=lambda w, input: " ".join(f"--gallery {g}" for g in input.galleries),
+        results=lambda w, input: [x for r in input.results for x in ("--results", r)],
+        galleries=lambda w, input: [x for g in input.galleries for x in ("--gallery", g)],
         runs=report_runs,
     threads: 1
     resources:
@@ -193,5 +205,7 @@ rule report:
     conda:
         "../envs/salpipe.yaml"
     shell:
-        "cmd='salpipe report {params.results} {params.runs} {params.galleries}"
-        " --out {params.out}'; echo \"$cmd\" > {log}; eval \"$cmd\" >> {log} 2>&1"
+        logged(
+            "salpipe report {params.results:q} {params.runs:q} {params.galleries:q}"
+            " --out {params.out:q}"
+        )

@@ -11,11 +11,19 @@ Per source group ``<split>/saliency/<source>/`` (docs/contracts.md):
 same images in every array. Group attrs hold the provenance (:data:`PROVENANCE_KEYS`),
 ``created``, ``chunks_done`` (finished chunk indices), ``chunk_digests`` (sha256 of each
 finished chunk's decoded arrays, for ``cache verify``) and ``complete``.
+
+Creating a source writes its group, then its arrays, then (last) its attrs; the attrs
+are the commit: a source group without provenance attrs and without finished chunks is
+a creation cut short (a killed ``precompute-saliency``), which
+:func:`unfinished_creation` recognises and ``precompute-saliency`` recreates.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -24,7 +32,15 @@ from zarr.codecs import BloscCodec
 
 from pipeline.cache import layout
 from pipeline.cache.bits import packed_width, unpack_bits
-from pipeline.cache.store import open_store
+from pipeline.cache.store import (
+    _where,
+    array_members,
+    get_node,
+    group_names,
+    has_node,
+    open_store,
+    read_array,
+)
 
 KINDS = ("map", "sign", "mask", "bbox")
 ANNOTATION = "annotation"  # origin of the weak-saliency sources annotation.mask/.bbox
@@ -39,6 +55,25 @@ RECORD_KEYS = ("salpipe_version", "batch_size", "teacher_dir", "created")
 
 class ProvenanceMismatchError(ValueError):
     """A stored source was made from another teacher, data set, method, params or target."""
+
+
+class NonFiniteSaliencyError(ValueError):
+    """A saliency map holds NaN or inf (or exceeds float16); names the images."""
+
+
+# Test hook: ``SALPIPE_TEST_PAUSE=<point>`` makes the process print
+# ``SALPIPE_TEST_PAUSE <point>`` to stderr and sleep (``SALPIPE_TEST_PAUSE_SECONDS``, 600)
+# at that point, so a test can SIGKILL it there. Points: ``source_group`` (source group
+# written, no arrays yet), ``source_created`` (arrays written, provenance attrs not yet).
+PAUSE_ENV = "SALPIPE_TEST_PAUSE"
+
+
+def pause_point(point: str) -> None:
+    """Pause here when the test hook names ``point`` (no-op otherwise)."""
+    if os.environ.get(PAUSE_ENV) != point:
+        return
+    print(f"{PAUSE_ENV} {point}", file=sys.stderr, flush=True)
+    time.sleep(float(os.environ.get(f"{PAUSE_ENV}_SECONDS", "600")))
 
 
 class MissingSourceError(KeyError, ValueError):
@@ -76,36 +111,48 @@ def as_group(store: zarr.Group | str, mode: str = "r") -> zarr.Group:
     return store if isinstance(store, zarr.Group) else open_group(store, mode)
 
 
+def splits_of(group: zarr.Group) -> list[str]:
+    """The store's splits (its ``splits`` attr, else its child groups)."""
+    return list(group.attrs.get("splits") or group_names(group, ""))
+
+
+def check_split(group: zarr.Group, split: str) -> None:
+    """KeyError naming the store and its splits when ``split`` is not in it."""
+    if not has_node(group, split):
+        raise KeyError(f"split {split!r} not in store {_where(group)}; it has "
+                       f"{splits_of(group)} (pass one of them as --split)")
+
+
 def split_array(group: zarr.Group, split: str, name: str) -> zarr.Array:
     """``<split>/<name>`` with an error naming the split and what exists."""
-    if split not in group:
-        splits = group.attrs.get("splits") or sorted(group.group_keys())
-        raise KeyError(f"split {split!r} not in store; it has {list(splits)}")
+    check_split(group, split)
     path = f"{split}/{name}"
-    if path not in group:
-        raise KeyError(f"store has no {path}")
-    return group[path]
+    if not has_node(group, path):
+        raise KeyError(f"store {_where(group)} has no {path} (split {split!r} is "
+                       "incomplete; rebuild it with `salpipe prepare-data --overwrite`)")
+    return get_node(group, path)
 
 
 def list_sources(store: zarr.Group | str, split: str) -> list[str]:
     """Names of the saliency sources of ``split`` (complete or not), sorted."""
     group = as_group(store)
     path = f"{split}/saliency"
-    if path not in group:
+    if not has_node(group, path):
         return []
-    return sorted(group[path].group_keys())
+    return group_names(group, path)
 
 
 def source_group(store: zarr.Group | str, split: str, source: str) -> zarr.Group:
     """The group of one source; :class:`MissingSourceError` lists the existing ones."""
     group = as_group(store)
     path = layout.saliency_group(split, source)
-    if path not in group:
+    check_split(group, split)
+    if not has_node(group, path):
         raise MissingSourceError(
-            f"saliency source {source!r} not in split {split!r}; it has "
-            f"{list_sources(group, split) or 'none'} (run salpipe precompute-saliency)"
+            f"saliency source {source!r} not in split {split!r} of store {_where(group)}; "
+            f"it has {list_sources(group, split) or 'none'} (run salpipe precompute-saliency)"
         )
-    return group[path]
+    return get_node(group, path)
 
 
 def annotation_provenance(group: zarr.Group, kind: str) -> dict:
@@ -146,9 +193,9 @@ def read_saliency(
             f"saliency source {split}/{source} is incomplete ({done} chunks done); "
             "rerun salpipe precompute-saliency to finish it"
         )
-    if kind not in grp:
+    if not has_node(grp, kind):
         raise MissingSourceError(f"saliency source {split}/{source} has no {kind!r} array")
-    data = grp[kind][...]
+    data = read_array(get_node(grp, kind))
     if not unpack or kind in ("map", "bbox"):
         return data
     c, h, w = grp["map"].shape[1:]
@@ -185,18 +232,34 @@ def create_source(
 
     n, c, h, w = shape
     grp = group.require_group(layout.saliency_group(split, source))
+    pause_point("source_group")
     comp = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
-    cfg = {"write_empty_chunks": True}
+    # overwrite: arrays left by an interrupted delete of a group that no longer exists
+    kw = {"compressors": comp, "config": {"write_empty_chunks": True}, "overwrite": True}
     grp.create_array("map", shape=shape, chunks=(chunk, c, h, w), dtype="float16",
-                     compressors=comp, fill_value=0, config=cfg)
+                     fill_value=0, **kw)
     for name, width in (("sign", packed_width((c, h, w))), ("mask", packed_width((h, w)))):
         grp.create_array(name, shape=(n, width), chunks=(chunk, width), dtype="uint8",
-                         compressors=comp, fill_value=0, config=cfg)
+                         fill_value=0, **kw)
     if with_bbox:
         grp.create_array("bbox", shape=(n, 4), chunks=(chunk, 4), dtype="int16",
-                         compressors=comp, fill_value=-1, config=cfg)
+                         fill_value=-1, **kw)
+    pause_point("source_created")
+    # the attrs last, in one atomic write of the group's zarr.json: the commit
     grp.update_attributes({**attrs, "chunks_done": [], "chunk_digests": {}, "complete": False})
     return grp
+
+
+def unfinished_creation(grp: zarr.Group) -> bool:
+    """True for a source group whose creation was cut short (:func:`create_source` killed
+    before it wrote the attrs): no provenance attrs, no finished chunk recorded, and no
+    chunk written in any of its arrays. Such a group holds nothing and may be recreated;
+    any group with provenance or data is never taken for one."""
+    attrs = dict(grp.attrs)
+    if any(k in attrs for k in PROVENANCE_KEYS) or attrs.get("chunks_done") \
+            or attrs.get("chunk_digests") or attrs.get("complete"):
+        return False
+    return all(arr.nchunks_initialized == 0 for arr in array_members(grp).values())
 
 
 def chunk_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -214,7 +277,7 @@ def read_chunk(grp: zarr.Group, index: int) -> dict[str, np.ndarray]:
     """The decoded arrays of chunk ``index`` of a source group."""
     b = grp["map"].chunks[0]
     sl = slice(index * b, min((index + 1) * b, grp["map"].shape[0]))
-    return {k: grp[k][sl] for k in KINDS if k in grp}
+    return {k: read_array(get_node(grp, k), sl) for k in KINDS if has_node(grp, k)}
 
 
 def chunk_count(n: int, chunk: int) -> int:

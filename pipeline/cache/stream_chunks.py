@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.cache import layout
 from pipeline.cache.batch import Batch
+from pipeline.cache.saliency_store import split_array
 from pipeline.cache.sources import ExtraSource, open_extras
+from pipeline.cache.store import read_array
 from pipeline.cache.stream import AugConfig, augment
 from pipeline.core.seeds import derive_seed
 
@@ -34,7 +35,9 @@ Reader = Any  # an array-like sliced as ``arr[a:b]`` or a callable ``(a, b) -> a
 
 
 def _read(reader: Reader, a: int, b: int) -> np.ndarray:
-    return np.asarray(reader(a, b) if callable(reader) else reader[a:b])
+    if callable(reader):
+        return np.asarray(reader(a, b))
+    return read_array(reader, slice(a, b))  # a chunk that does not decode: StoreError
 
 
 def epoch_order(n: int, chunk: int, buffer_chunks: int, seed: int, epoch: int) -> np.ndarray:
@@ -98,8 +101,8 @@ class ChunkStream:
         chunk length along N), with the named cached sources as maps (through
         ``prepare(name, array)`` per chunk) and salience masks. ``extras``: the sources
         already opened by :func:`~pipeline.cache.sources.open_extras`."""
-        images = store[layout.images_path(split)]
-        labels = np.asarray(store[layout.labels_path(split)][...])
+        images = split_array(store, split, "images")
+        labels = read_array(split_array(store, split, "labels"))
         maps, msk = extras or open_extras(store, split, saliency, masks, prepare)
         stream = cls(images, labels, chunk=int(images.chunks[0]),
                      saliency={s.name: s.read for s in maps},
@@ -171,7 +174,10 @@ class ChunkStream:
                 while any(int(c) not in loaded for c in need):
                     c, data = q.get()
                     if c < 0:
-                        raise RuntimeError("chunk stream: reading a chunk failed") from data
+                        if isinstance(data, (ValueError, KeyError)):
+                            raise data  # a bad-input error (NaN map, damaged chunk) as is
+                        raise RuntimeError(
+                            f"chunk stream: reading a chunk failed: {data}") from data
                     loaded[c] = data
                 yield self._batch(idx, loaded, epoch, k)
                 for c in need:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.cache import layout
+from pipeline.cache.saliency_store import split_array
 from pipeline.cache.sources import ExtraSource, open_extras
 from pipeline.cache.stream import MemoryStream
 from pipeline.cache.stream_chunks import ChunkStream, choose_stream_mode
@@ -32,7 +32,7 @@ class AutoStream:
                    masks: Sequence[str] = (), prepare=None,
                    extras: tuple[list[ExtraSource], list[ExtraSource]] | None = None,
                    **kw):
-        images = store[layout.images_path(split)]
+        images = split_array(store, split, "images")
         extras = extras or open_extras(store, split, saliency, masks, prepare)
         nbytes = int(np.prod(images.shape)) + sum(s.nbytes for s in [*extras[0], *extras[1]])
         mode = choose_stream_mode(nbytes, kw.get("device", "cpu"))

@@ -15,7 +15,15 @@ from pathlib import Path
 import h5py
 import zarr
 
-from pipeline.cache.saliency_store import open_group
+from pipeline.cache import layout
+from pipeline.cache.saliency_store import (
+    MissingSourceError,
+    check_split,
+    list_sources,
+    open_group,
+    splits_of,
+)
+from pipeline.cache.store import StoreError, _where, read_array
 from pipeline.core.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -45,18 +53,49 @@ def _copy_array(arr: zarr.Array, h5, path: str) -> None:
                                compression="gzip", compression_opts=1)
     step = max(arr.chunks[0], 1) if arr.chunks else 1
     if not arr.shape:
-        ds[()] = arr[()]
+        ds[()] = read_array(arr, ())
     for start in range(0, arr.shape[0] if arr.shape else 0, step):
-        ds[start:start + step] = arr[start:start + step]
+        ds[start:start + step] = read_array(arr, slice(start, start + step))
     _copy_attrs(arr, ds)
 
 
+def _members(group: zarr.Group):
+    try:
+        return sorted(group.arrays()), sorted(group.groups())
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001  (json / zarr metadata errors)
+        raise StoreError(
+            f"cannot read the members of {_where(group)}: a zarr.json below it is damaged "
+            f"({type(e).__name__}: {e}); `salpipe cache verify` and `salpipe cache info` "
+            "show which source, recompute it with `salpipe precompute-saliency "
+            "--overwrite`") from e
+
+
 def _walk(group: zarr.Group, prefix: str = ""):
-    for name, arr in sorted(group.arrays()):
+    arrays, groups = _members(group)
+    for name, arr in arrays:
         yield f"{prefix}{name}", arr
-    for name, sub in sorted(group.groups()):
+    for name, sub in groups:
         yield f"{prefix}{name}", sub
         yield from _walk(sub, f"{prefix}{name}/")
+
+
+def _check_wanted(group: zarr.Group, store: str, split: str | None,
+                  source: str | None) -> None:
+    """The asked-for split and source exist (else an error naming what does)."""
+    if split:
+        check_split(group, split)
+    if source:
+        layout.check_source(source)
+        splits = [split] if split else splits_of(group)
+        held = {sp: list_sources(group, sp) for sp in splits}
+        if not any(source in names for names in held.values()):
+            have = "; ".join(f"{sp}: {', '.join(n) or 'none'}" for sp, n in held.items())
+            raise MissingSourceError(
+                f"saliency source {source!r} is not in store {store}: searched split(s) "
+                f"{', '.join(held) or 'none'} (sources there: {have or 'none'}); check "
+                "--source and --split")
 
 
 def read_attrs(obj) -> dict:
@@ -78,6 +117,7 @@ def run_export(store: str, out: Path, *, split: str | None = None,
     """
 
     group = open_group(str(store), "r")
+    _check_wanted(group, str(store), split, source)
     out = Path(out)
     arrays = []
     with atomic_path(out) as tmp:

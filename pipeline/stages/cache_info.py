@@ -19,6 +19,14 @@ from pipeline.cache.saliency_store import (
     chunk_count,
     list_sources,
     open_group,
+    splits_of,
+)
+from pipeline.cache.store import (
+    StoreError,
+    array_members,
+    get_node,
+    has_node,
+    read_array,
 )
 from pipeline.saliency.metrics import energy_in_mask
 
@@ -35,18 +43,20 @@ def energy_pointing_game(group, split: str, source: str) -> dict | None:
     """Mean energy share inside the object masks, chunk by chunk; None without masks."""
 
     ann = f"{split}/annotations"
-    if f"{ann}/mask" not in group:
+    if not has_node(group, f"{ann}/mask"):
         return None
-    smap = group[f"{split}/saliency/{source}/map"]
+    smap = get_node(group, f"{split}/saliency/{source}/map")
+    mask_arr = get_node(group, f"{ann}/mask")
     h, w = smap.shape[-2:]
     b = smap.chunks[0]
-    has_arr = group.get(f"{ann}/has_mask")
+    has_arr = get_node(group, f"{ann}/has_mask") if has_node(group, f"{ann}/has_mask") else None
     shares, areas = [], []
     for start in range(0, smap.shape[0], b):
         sl = slice(start, start + b)
-        masks = torch.from_numpy(unpack_bits(group[f"{ann}/mask"][sl], (h, w)))
-        has = None if has_arr is None else torch.from_numpy(np.asarray(has_arr[sl], bool))
-        share = energy_in_mask(torch.from_numpy(smap[sl].astype(np.float32)), masks, has)
+        masks = torch.from_numpy(unpack_bits(read_array(mask_arr, sl), (h, w)))
+        has = None if has_arr is None else torch.from_numpy(read_array(has_arr, sl).astype(bool))
+        share = energy_in_mask(torch.from_numpy(read_array(smap, sl).astype(np.float32)),
+                               masks, has)
         valid = ~torch.isnan(share)
         shares.append(share[valid])
         areas.append(masks[valid].float().mean((1, 2)))
@@ -65,29 +75,43 @@ def cache_info(store: str, *, pointing_game: bool = True) -> dict:
     out = {"store": store, "dataset": root.get("dataset"), "fingerprint": root.get("fingerprint"),
            "schema_version": root.get("schema_version"), "bytes": disk_bytes(store, ""),
            "splits": {}}
-    for split in root.get("splits") or sorted(group.group_keys()):
-        if split not in group or f"{split}/images" not in group:
+    for split in splits_of(group):
+        if not has_node(group, split) or not has_node(group, f"{split}/images"):
             continue
-        images = group[f"{split}/images"]
+        images = get_node(group, f"{split}/images")
         entry = {"n": images.shape[0], "image_shape": list(images.shape[1:]),
-                 "chunk": images.chunks[0], "has_masks": f"{split}/annotations/mask" in group,
-                 "has_boxes": f"{split}/annotations/bbox" in group, "sources": {}}
+                 "chunk": images.chunks[0],
+                 "has_masks": has_node(group, f"{split}/annotations/mask"),
+                 "has_boxes": has_node(group, f"{split}/annotations/bbox"), "sources": {}}
         for source in list_sources(group, split):
-            grp = group[f"{split}/saliency/{source}"]
-            attrs = dict(grp.attrs)
-            total = chunk_count(grp["map"].shape[0], grp["map"].chunks[0])
-            info = {"bytes": disk_bytes(store, f"{split}/saliency/{source}"),
-                    "complete": bool(attrs.get("complete")),
-                    "chunks_done": len(attrs.get("chunks_done", [])), "chunks": total,
-                    "arrays": sorted(k for k, _ in grp.arrays()),
-                    "created": attrs.get("created"),
-                    "salpipe_version": attrs.get("salpipe_version"),
-                    **{k: attrs.get(k) for k in PROVENANCE_KEYS}}
-            if pointing_game and info["complete"]:
-                info["pointing_game"] = energy_pointing_game(group, split, source)
+            try:
+                info = _source_info(store, group, split, source)
+            except StoreError as e:  # damaged array metadata: say so, show the rest
+                entry["sources"][source] = {"error": str(e)}
+                continue
+            if pointing_game and info["complete"] and "map" in info["arrays"]:
+                try:
+                    info["pointing_game"] = energy_pointing_game(group, split, source)
+                except StoreError as e:  # a damaged chunk: say so, show the rest
+                    info["pointing_game"] = None
+                    info["pointing_game_error"] = str(e)
             entry["sources"][source] = info
         out["splits"][split] = entry
     return out
+
+
+def _source_info(store: str, group, split: str, source: str) -> dict:
+    grp = get_node(group, f"{split}/saliency/{source}")
+    attrs = dict(grp.attrs)
+    arrays = array_members(grp)
+    smap = arrays.get("map")
+    return {"bytes": disk_bytes(store, f"{split}/saliency/{source}"),
+            "complete": bool(attrs.get("complete")),
+            "chunks_done": len(attrs.get("chunks_done", [])),
+            "chunks": chunk_count(smap.shape[0], smap.chunks[0]) if smap is not None else 0,
+            "arrays": sorted(arrays), "created": attrs.get("created"),
+            "salpipe_version": attrs.get("salpipe_version"),
+            **{k: attrs.get(k) for k in PROVENANCE_KEYS}}
 
 
 def _size(n: int) -> str:
@@ -109,6 +133,9 @@ def format_info(info: dict) -> str:
         lines.append(f"  {split}: {entry['n']} images {entry['image_shape']}, chunk "
                      f"{entry['chunk']}{extra}; {len(entry['sources'])} saliency source(s)")
         for name, s in entry["sources"].items():
+            if "error" in s:
+                lines.append(f"    {name}: DAMAGED: {s['error']}")
+                continue
             state = ("complete" if s["complete"]
                      else f"INCOMPLETE {s['chunks_done']}/{s['chunks']} chunks")
             lines.append(f"    {name}: {state}, {_size(s['bytes'])}, "
@@ -119,6 +146,9 @@ def format_info(info: dict) -> str:
             lines.append(f"      created {s['created']}, "
                          f"salpipe {s['salpipe_version']}")
             pg = s.get("pointing_game")
+            if s.get("pointing_game_error"):
+                lines.append(f"      energy pointing game not computed: "
+                             f"{s['pointing_game_error']}")
             if pg:
                 lines.append(f"      energy pointing game {pg['score']:.3f} over {pg['images']} "
                              f"masked images (uniform map: {pg['mask_area']:.3f})")

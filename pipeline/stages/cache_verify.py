@@ -20,16 +20,21 @@ from dataclasses import dataclass, field
 import fsspec
 import numpy as np
 
+from pipeline.cache import layout
 from pipeline.cache.saliency_store import (
     ANNOTATION,
     KINDS,
+    MissingSourceError,
     _local_path,
+    check_split,
     chunk_count,
     chunk_digest,
     list_sources,
     open_group,
     read_chunk,
+    splits_of,
 )
+from pipeline.cache.store import get_node, has_node
 from pipeline.models.checkpoint import checkpoint_sha256
 from pipeline.stages.saliency_chunks import ChunkJob, compute_arrays
 
@@ -60,6 +65,10 @@ def _missing_files(url: str, arr, index: int) -> bool:
 
 def _check_stored(url: str, name: str, grp, report: VerifyReport) -> list[int]:
     """Checks 1 and 2; returns the finished chunks that passed them."""
+    if not has_node(grp, "map"):
+        report.problems.append(f"{name}: has no map array (recompute the source with "
+                               "salpipe precompute-saliency --overwrite)")
+        return []
     n, b = grp["map"].shape[0], grp["map"].chunks[0]
     done = set(grp.attrs.get("chunks_done", []))
     digests = grp.attrs.get("chunk_digests", {})
@@ -68,14 +77,16 @@ def _check_stored(url: str, name: str, grp, report: VerifyReport) -> list[int]:
             f"{name}: incomplete ({len(done)} of {chunk_count(n, b)} chunks done)")
     good = []
     for i in sorted(done):
-        lost = [k for k in KINDS if k in grp and _missing_files(url, grp[k], i)]
+        lost = [k for k in KINDS
+                if has_node(grp, k) and _missing_files(url, get_node(grp, k), i)]
         if lost:
             report.problems.append(f"{name}: chunk {i} missing ({', '.join(lost)})")
             continue
         try:
             arrays = read_chunk(grp, i)
         except Exception as e:  # noqa: BLE001  (any codec error means corruption)
-            report.problems.append(f"{name}: chunk {i} corrupt (cannot decode: {e})")
+            cause = e.__cause__ or e  # the codec's own words
+            report.problems.append(f"{name}: chunk {i} corrupt (cannot decode: {cause})")
             continue
         want = digests.get(str(i))
         if want is None:
@@ -108,6 +119,10 @@ def _compare(name: str, i: int, stored: dict, fresh: dict) -> list[str]:
 
 def _recompute(url, split, source, grp, chunks, device, report, teacher_dir) -> None:
     attrs = dict(grp.attrs)
+    if chunks and not attrs.get("method"):
+        report.problems.append(f"{split}/{source}: no method recorded (provenance attrs "
+                               "missing), cannot recompute")
+        return
     teacher = attrs.get("teacher")
     teacher_dir = str(teacher_dir) if teacher_dir else attrs.get("teacher_dir")
     if teacher != ANNOTATION and not teacher_dir:
@@ -151,7 +166,8 @@ def run_verify(
 
     Args:
         store: path or fsspec URL of the data set store.
-        split, source: restrict the check (None: all).
+        split, source: restrict the check (None: all). A ``source`` without ``split`` is
+            checked in every split that holds it.
         sample: finished chunks per source to recompute (0: only the stored checks).
         seed: which chunks are sampled.
         device: torch device for recomputation.
@@ -160,20 +176,42 @@ def run_verify(
 
     Returns:
         a :class:`VerifyReport`; ``report.ok`` is False when anything is wrong.
+
+    Raises:
+        KeyError: ``split`` is not in the store (names its splits).
+        MissingSourceError: ``source`` is in none of the splits searched (names them and
+            the sources each holds).
     """
     store = str(store)
     group = open_group(store, "r")
-    splits = [split] if split else list(group.attrs.get("splits") or group.group_keys())
+    if split:
+        check_split(group, split)
+    splits = [split] if split else splits_of(group)
+    if source:
+        layout.check_source(source)
+        held = {sp: list_sources(group, sp) for sp in splits}
+        splits = [sp for sp in splits if source in held[sp]]
+        if not splits:
+            have = "; ".join(f"{sp}: {', '.join(names) or 'none'}" for sp, names in held.items())
+            raise MissingSourceError(
+                f"saliency source {source!r} is not in store {store}: searched split(s) "
+                f"{', '.join(held) or 'none'} (sources there: {have or 'none'}); check "
+                "--source and --split, or compute it with salpipe precompute-saliency")
     report = VerifyReport()
     rng = np.random.default_rng(seed)
     for sp in splits:
         names = [source] if source else list_sources(group, sp)
-        if source and source not in list_sources(group, sp):
-            report.problems.append(f"{sp}/{source}: no such saliency source")
-            continue
         for name in names:
-            grp = group[f"{sp}/saliency/{name}"]
-            good = _check_stored(store, f"{sp}/{name}", grp, report)
+            try:
+                grp = get_node(group, f"{sp}/saliency/{name}")
+            except ValueError as e:  # damaged metadata: a finding, not the end of verify
+                report.problems.append(f"{sp}/{name}: {e}")
+                continue
+            try:
+                good = _check_stored(store, f"{sp}/{name}", grp, report)
+            except ValueError as e:  # damaged array metadata
+                report.problems.append(f"{sp}/{name}: {e}")
+                continue
             report.checked.append(f"{sp}/{name}: {len(good)} chunks intact")
             picks = sorted(rng.choice(good, size=min(sample, len(good)), replace=False)
                            .tolist()) if good and sample > 0 else []

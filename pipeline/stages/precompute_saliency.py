@@ -28,6 +28,7 @@ import pipeline
 from pipeline.cache import layout
 from pipeline.cache.saliency_store import (
     ANNOTATION,
+    PROVENANCE_KEYS,
     ProvenanceMismatchError,
     annotation_provenance,
     chunk_count,
@@ -35,10 +36,12 @@ from pipeline.cache.saliency_store import (
     open_group,
     provenance_differences,
     split_array,
+    unfinished_creation,
 )
+from pipeline.cache.store import StoreError, get_node, has_node
 from pipeline.config import build_method, to_dict
 from pipeline.config.sweep import DEFAULT_TARGET, SALIENCY_TARGETS
-from pipeline.models.checkpoint import check_meta, checkpoint_sha256, read_sidecar
+from pipeline.models.checkpoint import checkpoint_sha256, load_network
 from pipeline.saliency import SALIENCY
 from pipeline.stages.saliency_chunks import ChunkJob, compute_chunk
 
@@ -98,7 +101,7 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
             raise ValueError(
                 f"annotation sources are annotation.mask and annotation.bbox, not {source!r}")
         ann = f"{cfg.split}/annotations/{kind}"
-        if ann not in group:
+        if not has_node(group, ann):
             raise ValueError(
                 f"store {store} (data set {group.attrs.get('dataset')!r}) has no {ann}; "
                 f"source {source!r} needs a data set with {'masks' if kind == 'mask' else 'boxes'}"
@@ -111,8 +114,10 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
     if cfg.target not in SALIENCY_TARGETS:
         raise ValueError(f"target must be 'label' or 'pred', not {cfg.target!r}")
     teacher = Path(cfg.teacher)
-    sha = checkpoint_sha256(teacher)
-    check_meta(read_sidecar(teacher), teacher, expect_dataset_fingerprint=fingerprint)
+    # the whole checkpoint is read once here (sidecar, sha256, weights), so a truncated,
+    # unsafe or mismatched teacher is refused before the source is created
+    _, meta = load_network(teacher, expect_dataset_fingerprint=fingerprint)
+    sha = meta.get("sha256") or checkpoint_sha256(teacher)
     return {"method": cfg.method, "params": to_dict(method), "target": cfg.target,
             "teacher": teacher_dir(teacher).name, "teacher_sha256": sha,
             "dataset_fingerprint": fingerprint,
@@ -120,26 +125,67 @@ def _provenance(cfg: PrecomputeConfig, source: str, group, store: str) -> dict:
 
 
 def _prepare_source(group, cfg, source, prov, store, overwrite):
-    """The source group, after creating it, checking its provenance or clearing it."""
+    """The source group, after creating it, checking its provenance or clearing it.
+
+    A group left by a run killed inside :func:`create_source` (no provenance attrs, no
+    finished or written chunk: :func:`unfinished_creation`) is this command's own
+    unfinished work and is recreated; a group with provenance or data never is.
+    """
     path = layout.saliency_group(cfg.split, source)
-    if path in group and overwrite:
+    if overwrite and _exists_or_damaged(group, path):
         log.info("--overwrite: deleting %s", path)
+        # drop the attrs first: a run killed during the delete leaves a group that
+        # no later run takes for a finished source
+        try:
+            get_node(group, path).attrs.put({})
+        except StoreError:
+            pass  # damaged metadata: deleted below all the same
         del group[path]
-    if path in group:
-        grp = group[path]
-        diffs = provenance_differences(dict(grp.attrs), prov)
-        if diffs:
-            raise ProvenanceMismatchError(
-                f"store {store} already has {path} made with other provenance: "
-                + "; ".join(diffs) + ". Use another --source name, or --overwrite to recompute."
-            )
-        return grp
+    if has_node(group, path):
+        grp = get_node(group, path)
+        if unfinished_creation(grp):
+            log.warning("%s: left unfinished by a killed run (no provenance, no chunk "
+                        "written); creating it again", path)
+            del group[path]
+        else:
+            _check_existing(grp, path, prov, store, _has_bbox(cfg, source))
+            return grp
     images = split_array(group, cfg.split, "images")
     attrs = {**prov, "salpipe_version": pipeline.__version__, "batch_size": cfg.batch_size,
              "teacher_dir": None if cfg.teacher is None else str(teacher_dir(cfg.teacher)),
              "created": datetime.now(UTC).isoformat(timespec="seconds")}
     return create_source(group, cfg.split, source, shape=tuple(images.shape),
                          chunk=images.chunks[0], with_bbox=_has_bbox(cfg, source), attrs=attrs)
+
+
+def _exists_or_damaged(group, path: str) -> bool:
+    try:
+        return has_node(group, path)
+    except StoreError:
+        return True
+
+
+def _check_existing(grp, path: str, prov: dict, store: str, with_bbox: bool) -> None:
+    """Refuse to resume a source of other provenance, or one that lost its arrays."""
+    attrs = dict(grp.attrs)
+    diffs = provenance_differences(attrs, prov)
+    if diffs and not any(k in attrs for k in PROVENANCE_KEYS):
+        raise ProvenanceMismatchError(
+            f"store {store} already has {path} without provenance attrs but with "
+            "written or finished chunks (an interrupted --overwrite, or not written by salpipe "
+            "precompute-saliency); rerun with --overwrite to recompute it, or use "
+            "another --source name")
+    if diffs:
+        raise ProvenanceMismatchError(
+            f"store {store} already has {path} made with other provenance: "
+            + "; ".join(diffs) + ". Use another --source name, or --overwrite to recompute."
+        )
+    lost = [k for k in ("map", "sign", "mask", "bbox")[:4 if with_bbox else 3]
+            if not has_node(grp, k)]
+    if lost:
+        raise ValueError(
+            f"store {store}: {path} has lost its array(s) {', '.join(lost)}; rerun with "
+            "--overwrite to recompute the source")
 
 
 def _has_bbox(cfg: PrecomputeConfig, source: str) -> bool:

@@ -20,7 +20,12 @@ import numpy as np
 import torch
 
 from pipeline.cache.bits import pack_bits, unpack_bits
-from pipeline.cache.saliency_store import chunk_digest, open_group
+from pipeline.cache.saliency_store import (  # NonFiniteSaliencyError: readers raise it too
+    NonFiniteSaliencyError,
+    chunk_digest,
+    open_group,
+)
+from pipeline.cache.store import get_node, has_node, read_array
 from pipeline.config import build_method
 from pipeline.core.seeds import derive_seed
 from pipeline.saliency import SALIENCY, resolve_target
@@ -37,10 +42,6 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 # thread, and never shared between threads (hook-based methods are not thread-safe).
 _MODELS: dict[tuple, object] = {}
 _MODELS_LOCK = threading.Lock()
-
-
-class NonFiniteSaliencyError(ValueError):
-    """A saliency map holds NaN or inf (or exceeds float16); names the images."""
 
 
 @dataclass(frozen=True)
@@ -128,13 +129,14 @@ def annotation_maps(job: ChunkJob, group, sl: slice, shape: tuple[int, int, int]
     ann = f"{job.split}/annotations"
     dataset = group.attrs.get("dataset", "this data set")
     if job.method == "mask":
-        packed = group[f"{ann}/mask"][sl]
-        has = group[f"{ann}/has_mask"][sl] if f"{ann}/has_mask" in group else None
+        packed = read_array(get_node(group, f"{ann}/mask"), sl)
+        has = (read_array(get_node(group, f"{ann}/has_mask"), sl)
+               if has_node(group, f"{ann}/has_mask") else None)
         masks = torch.from_numpy(unpack_bits(packed, (h, w)))
         has_t = None if has is None else torch.from_numpy(np.asarray(has, dtype=bool))
         weak = weak_saliency_from_masks(masks, c, has_t, dataset=dataset)
         return weak.numpy(), None, (weak[:, 0] > 0).numpy()
-    boxes = group[f"{ann}/bbox"][sl].astype(np.int64)
+    boxes = read_array(get_node(group, f"{ann}/bbox"), sl).astype(np.int64)
     weak = weak_saliency_from_boxes(torch.from_numpy(boxes), (c, h, w), dataset=dataset)
     return weak.numpy(), boxes, (weak[:, 0] > 0).numpy()
 
@@ -181,14 +183,14 @@ def derive_arrays(attr: np.ndarray, boxes: np.ndarray | None, start: int,
 def compute_arrays(job: ChunkJob, group=None) -> dict[str, np.ndarray]:
     """The arrays of chunk ``job.index`` (not written); used by the task and by verify."""
     group = open_group(job.url, "r") if group is None else group
-    images = group[f"{job.split}/images"]
+    images = get_node(group, f"{job.split}/images")
     b = images.chunks[0]
     sl = slice(job.index * b, min((job.index + 1) * b, images.shape[0]))
     if job.teacher is None:
         attr, boxes, mask = annotation_maps(job, group, sl, images.shape[1:])
     else:
-        labels = group[f"{job.split}/labels"][sl]
-        attr, boxes, mask = teacher_maps(job, images[sl], labels)
+        labels = read_array(get_node(group, f"{job.split}/labels"), sl)
+        attr, boxes, mask = teacher_maps(job, read_array(images, sl), labels)
     return derive_arrays(attr, boxes, sl.start, mask)
 
 

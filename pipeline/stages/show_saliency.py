@@ -19,7 +19,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from pipeline.cache.bits import unpack_bits
-from pipeline.cache.saliency_store import open_group, source_group
+from pipeline.cache.saliency_store import (
+    MissingSourceError,
+    open_group,
+    source_group,
+    split_array,
+)
+from pipeline.cache.store import get_node, has_node, read_array
 from pipeline.core.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -48,16 +54,24 @@ def run_show_saliency(store: str, source: str, out: Path, *, split: str = "train
     """
     group = open_group(str(store), "r")
     grp = source_group(group, split, source)
+    lost = [k for k in ("map", "sign", "mask") if not has_node(grp, k)]
+    if lost:
+        raise MissingSourceError(
+            f"saliency source {split}/{source} of store {store} has no {', '.join(lost)} "
+            "array(s); recompute it with salpipe precompute-saliency --overwrite")
     total = grp["map"].shape[0]
     if not 0 <= start < total or n < 1:
         raise ValueError(f"--start {start} / --n {n} outside the {total} images of {split}")
+    if not grp.attrs.get("complete", False):
+        log.warning("%s/%s is incomplete: images of unfinished chunks show empty maps",
+                    split, source)
     sl = slice(start, min(start + n, total))
-    images = group[f"{split}/images"][sl]
-    smap = grp["map"][sl].astype(np.float32)
+    images = read_array(split_array(group, split, "images"), sl)
+    smap = read_array(get_node(grp, "map"), sl).astype(np.float32)
     c, h, w = smap.shape[1:]
-    sign = unpack_bits(grp["sign"][sl], (c, h, w))
-    mask = unpack_bits(grp["mask"][sl], (h, w))
-    boxes = grp["bbox"][sl] if "bbox" in grp else None
+    sign = unpack_bits(read_array(get_node(grp, "sign"), sl), (c, h, w))
+    mask = unpack_bits(read_array(get_node(grp, "mask"), sl), (h, w))
+    boxes = read_array(get_node(grp, "bbox"), sl) if has_node(grp, "bbox") else None
     rows = smap.shape[0]
     fig, axes = plt.subplots(rows, 4, figsize=(6, 1.5 * rows), squeeze=False)
     for r in range(rows):

@@ -83,3 +83,58 @@ def test_streams_from_store(sal_store, mode):
         assert b.masks["annotation.mask"].dtype == torch.bool
         seen += len(b.y)
     assert seen == 48
+
+
+@pytest.mark.parametrize("mode", ["memory", "chunks"])
+def test_nan_or_inf_in_a_cached_map_is_refused_before_training(sal_store, mode):
+    from pipeline.cache.saliency_store import NonFiniteSaliencyError
+
+    g = _group(sal_store)
+    smap = g[layout.saliency_group("train", SOURCE)]["map"]
+    smap[21, 1, 3, 4] = np.nan  # both in chunk 1 (images 16..31)
+    smap[18, 0, 0, 0] = np.inf
+    sat = TRAINING.get("sat")()
+    with pytest.raises(NonFiniteSaliencyError) as err:
+        stream = STREAMS.get(mode).from_store(
+            g, "train", saliency=[SOURCE], prepare=sat.prepare_saliency, batch_size=16,
+            seed=0, device=torch.device("cpu"))
+        list(stream.batches(0))  # the chunk stream checks each chunk as it reads it
+    msg = str(err.value)
+    assert f"train/{SOURCE}" in msg and str(sal_store) in msg
+    assert "image indices [18, 21]" in msg and "NaN or inf" in msg
+    assert "precompute-saliency --overwrite" in msg
+
+
+def test_nan_check_covers_every_read_and_the_prepared_map(sal_store):
+    from pipeline.cache.saliency_store import NonFiniteSaliencyError
+
+    g = _group(sal_store)
+    g[layout.saliency_group("train", SOURCE)]["map"][40] = np.nan
+    (src,) = open_sources(g, "train", [SOURCE], "map")
+    assert src.read(0, 32).shape == (32, 3, 16, 16)  # clean chunks read fine
+    with pytest.raises(NonFiniteSaliencyError, match=r"image indices \[40\]"):
+        src.read(32, 48)
+    g[layout.saliency_group("train", SOURCE)]["map"][40] = 0
+    (bad,) = open_sources(g, "train", [SOURCE], "map",
+                          lambda name, m: np.full(m.shape, np.nan, np.float32))
+    with pytest.raises(NonFiniteSaliencyError, match="after the method's prepare_saliency"):
+        bad.read(0, 16)
+    # masks of the same source are bits: never refused
+    (mask,) = open_sources(g, "train", [SOURCE], "mask")
+    assert mask.read(0, 48).dtype == bool
+
+
+def test_damaged_map_chunk_is_a_clear_error(sal_store):
+    from pathlib import Path
+
+    from pipeline.cache.store import StoreError
+
+    Path(sal_store, "train/saliency", SOURCE, "map/c/1/0/0/0").write_bytes(b"not blosc")
+    g = _group(sal_store)
+    (src,) = open_sources(g, "train", [SOURCE], "map")
+    with pytest.raises(StoreError, match=r"saliency/tiny_adv\.gbp/map.*chunk 1.*cache verify"):
+        src.read(16, 32)
+    stream = STREAMS.get("chunks").from_store(
+        g, "train", saliency=[SOURCE], batch_size=16, seed=0, device=torch.device("cpu"))
+    with pytest.raises(StoreError, match="cannot decode"):
+        list(stream.batches(0))

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.models.checkpoint import load_network
+from pipeline.models.checkpoint import load_network, sidecar_path
 from pipeline.sad import WRAPPERS
 
 
@@ -47,4 +47,12 @@ def load_model(
     """
     network, meta = load_network(dir_or_model_pt, device, expect_dataset_fingerprint,
                                  expect_arch)
-    return (wrap_model(network, meta) if wrap else network), meta
+    if not wrap:
+        return network, meta
+    try:
+        return wrap_model(network, meta), meta
+    except (KeyError, TypeError, ValueError) as e:
+        side = sidecar_path(dir_or_model_pt)
+        msg = e.args[0] if isinstance(e, KeyError) and type(e) is KeyError else str(e)
+        raise ValueError(f"checkpoint sidecar {side}: bad 'wrapper' block ({msg}); it is "
+                         "corrupt or of another salpipe version (recalibrate it)") from None

@@ -4,6 +4,12 @@ The output directory is a normal checkpoint (contracts.md) of the recalibrated n
 whose sidecar adds ``wrapper: {name: "sad", ratio, saliency, normalise, grad_mode,
 add_saliency, ...}`` and ``sad`` (the calibration config and the base model's identity),
 so :func:`pipeline.stages.loading.load_model` returns the whole SAD module.
+
+Every input (the settings' names, the base checkpoint, the store and its split) and the
+output location are checked before anything is written: ``--out`` must be absent, empty,
+or a SAD checkpoint (the same calibration: skipped; another one: replaced only with
+``--overwrite``). Anything else there (a training run, other files, a file) is refused
+and left as it is, with or without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -19,9 +25,17 @@ from torch import nn
 
 from pipeline.cache.store import open_store, read_split, store_info
 from pipeline.config.sad import SadConfig
-from pipeline.core.io import atomic_dir
+from pipeline.core.io import atomic_dir, sha256_file
 from pipeline.core.seeds import resolve_device, seed_everything
-from pipeline.models.checkpoint import load_network, read_sidecar, save_checkpoint
+from pipeline.models.checkpoint import (
+    MODEL_FILE,
+    SIDECAR_FILE,
+    CheckpointError,
+    finite_weights,
+    load_network,
+    read_sidecar,
+    save_checkpoint,
+)
 from pipeline.sad.calibrate import calibrate, check_names
 from pipeline.sad.model import SADModel, spec_from_meta, wrapper_block
 
@@ -39,6 +53,57 @@ def _method_name(base_method: str | None, variant: str) -> str:
     if base_method in (None, "", "standard"):
         return variant
     return f"at_{variant}"
+
+
+def _check_out(out: Path, record: dict, overwrite: bool) -> bool:
+    """True when ``out`` already holds this calibration (nothing to do); writes nothing.
+
+    Raises:
+        FileExistsError: ``out`` is a file, a folder holding anything but a SAD
+            checkpoint, another SAD calibration without ``overwrite``, or a SAD
+            checkpoint with other files that ``overwrite`` would delete.
+        CheckpointError: ``out`` holds this calibration but its ``model.pt`` is
+            missing or does not match its sidecar (``overwrite`` recalibrates it).
+    """
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a run folder; choose another "
+                              "--out or move it")
+    if not out.is_dir():
+        return False
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return False
+    if SIDECAR_FILE not in entries:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise FileExistsError(f"--out {out} is not empty ({shown}) and holds no SAD "
+                              "checkpoint; it is left as it is (--overwrite does not "
+                              "replace it): choose another --out or empty it")
+    side = read_sidecar(out)
+    old = side.get("sad")
+    if not isinstance(old, dict) or (side.get("wrapper") or {}).get("name") != "sad":
+        raise FileExistsError(f"--out {out} holds a checkpoint that is not a SAD "
+                              f"calibration (method {side.get('method')!r}, see "
+                              f"{out / SIDECAR_FILE}); it is left as it is (--overwrite "
+                              "does not replace it): choose another --out")
+    same = {k: old.get(k) for k in record} == json.loads(json.dumps(record, default=str))
+    if same and not overwrite:
+        model = out / MODEL_FILE
+        if not model.is_file() or (side.get("sha256")
+                                   and sha256_file(model) != side["sha256"]):
+            raise CheckpointError(f"{out} holds this SAD calibration but its {model} is "
+                                  "missing or does not match its sidecar's sha256; rerun "
+                                  "with --overwrite to recalibrate it")
+        return True
+    if not overwrite:
+        raise FileExistsError(f"{out} holds another SAD calibration ({old.get('variant')}"
+                              f", base {str(old.get('base_sha256'))[:12]}...); "
+                              "use --overwrite to replace it")
+    extra = [e for e in entries if e not in (MODEL_FILE, SIDECAR_FILE)]
+    if extra:
+        raise FileExistsError(f"--out {out} holds {', '.join(extra[:5])} besides its SAD "
+                              "checkpoint, which --overwrite would delete; move them or "
+                              "choose another --out")
+    return False
 
 
 def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
@@ -69,24 +134,27 @@ def run_sad_calibrate(model_dir: str | Path, store: str | Path, out: str | Path,
                          " model; calibrate SAD from the plain checkpoint it was made from")
     record = {"config": asdict(cfg), "variant": cfg.variant, "split": split,
               "base_sha256": base_sidecar.get("sha256"), "base_run": Path(model_dir).name}
-    if (out / "model.json").is_file():
-        old = read_sidecar(out).get("sad") or {}
-        same = {k: old.get(k) for k in record} == json.loads(json.dumps(record, default=str))
-        if same and not overwrite:
-            log.info("%s already holds this SAD calibration: nothing to do", out)
-            return {"skipped": True, "out": str(out)}
-        if not overwrite:
-            raise FileExistsError(f"{out} holds another SAD calibration ({old.get('variant')}"
-                                  f", base {str(old.get('base_sha256'))[:12]}...); "
-                                  "use --overwrite to replace it")
+    if _check_out(out, record, overwrite):
+        log.info("%s already holds this SAD calibration: nothing to do", out)
+        return {"skipped": True, "out": str(out)}
     group = open_store(store)
     info = store_info(group)
+    if split not in group:
+        raise ValueError(f"store {store} has no split {split!r} to calibrate on; splits: "
+                         f"{', '.join(map(str, info.get('splits', [])))} (use --split)")
     model, meta = _load_plain(model_dir, device, info.get("fingerprint"))
     arrays = read_split(group, split)
+    if len(arrays.labels) == 0:
+        raise ValueError(f"split {split!r} of store {store} is empty: nothing to calibrate "
+                         "on (use another --split)")
     seed_everything(cfg.seed)
     t0 = time.perf_counter()
     network, used = calibrate(model, arrays.images, arrays.labels, cfg, device=device)
     secs = time.perf_counter() - t0
+    if not finite_weights(network):
+        raise ValueError(f"calibrating SAD from {model_dir} gave non-finite weights or BN "
+                         "statistics (a NaN/Inf base model or attack); nothing was written "
+                         f"to {out}: check the base model and the attack settings")
     wrapper = wrapper_block(cfg)
     new_meta = {k: v for k, v in meta.items()
                 if k not in ("sha256", "salpipe_version", "created", "wrapper")}

@@ -9,6 +9,7 @@ The learning-rate schedule is a pure function of the optimiser step
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -124,6 +125,10 @@ class TrainConfig:
     net: NetConfig = field(default_factory=NetConfig)
 
     def __post_init__(self):
+        bad = _non_finite(self)
+        if bad:  # NaN/Inf would train silently into NaN weights
+            path, value = bad
+            raise ValueError(f"{path}: expected a finite number, got {value}")
         if self.bn_mode not in ("eval", "train"):
             raise ValueError(f"bn_mode must be eval or train, not {self.bn_mode!r}")
         if self.stream not in STREAMS:
@@ -135,6 +140,23 @@ class TrainConfig:
                 f"epochs and batch_size must be >= 1 "
                 f"(got {self.epochs}, {self.batch_size})"
             )
+
+
+def _non_finite(obj: Any, path: str = "") -> tuple[str, float] | None:
+    """The first dotted field of a (nested) config holding a NaN or infinite float."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            bad = _non_finite(getattr(obj, f.name), f"{path}.{f.name}" if path else f.name)
+            if bad:
+                return bad
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            bad = _non_finite(v, f"{path}[{i}]")
+            if bad:
+                return bad
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        return path, obj
+    return None
 
 
 def train_config_from(

@@ -9,6 +9,11 @@ on CPU with a fixed seed, ends with bit-identical weights. (A method whose
 ``on_epoch_start`` builds state from the current model would see a mid-epoch model on
 resume; none of the registered ones keeps such state.)
 
+A loss that is NaN or infinite stops training right there with a
+:class:`TrainingDivergedError` naming the epoch and step; nothing is written after the
+last good state (weights are also checked finite before every save), so the run folder
+keeps its last good ``resume.pt`` / ``model.pt`` and never a non-finite model.
+
 Train accuracy in ``metrics.jsonl`` is that of the logits ``batch_loss`` returns with its
 loss (:class:`pipeline.train.method.Loss`: those of its last forward pass, for
 adversarial methods on the adversarial examples), which costs nothing; the clean test
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +36,11 @@ from tqdm import tqdm
 from pipeline.config import to_dict
 from pipeline.core.modes import eval_mode
 from pipeline.models.checkpoint import (
+    CheckpointError,
     atomic_torch_save,
     atomic_write_bytes,
+    finite_weights,
+    load_torch_file,
     save_checkpoint,
 )
 from pipeline.train.config import TrainConfig, lr_multiplier
@@ -41,6 +50,83 @@ log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.pt"
 METRICS_FILE = "metrics.jsonl"
+RESUME_KEYS = ("key", "model", "optimizer", "epoch", "batch", "step", "rng", "acc", "masks")
+
+
+class TrainingDivergedError(ValueError):
+    """The loss (or the weights) became NaN or infinite; training stopped there."""
+
+
+def _delete_hint(path: Path) -> str:
+    return f"delete {path} to restart the run from scratch"
+
+
+def read_resume(path: str | Path, key: dict | None = None, mmap: bool = False) -> dict:
+    """The resume state ``path`` (``DIR/resume.pt``), checked to be one, and (when
+    ``key`` is given) to be of the run ``key`` describes.
+
+    Raises:
+        UnsafeCheckpointError: the safe loader refused the pickle (never executed).
+        CheckpointError: truncated, corrupt, or not a salpipe resume state; each message
+            names the file and says to delete it to restart.
+        ValueError: written by a run with another configuration (``key`` differs).
+    """
+    path = Path(path)
+    state = load_torch_file(path, "resume state", _delete_hint(path), mmap=mmap)
+    if not isinstance(state, dict) or "key" not in state:
+        what = "has no run key" if isinstance(state, dict) else (
+            f"holds a {type(state).__name__}")
+        raise CheckpointError(
+            f"resume state {path} {what}: it is not a salpipe resume state; "
+            f"{_delete_hint(path)}"
+        )
+    try:
+        saved = json.loads(state["key"])
+    except (TypeError, json.JSONDecodeError):
+        raise CheckpointError(
+            f"resume state {path} has an unreadable run key; {_delete_hint(path)}"
+        ) from None
+    if key is not None:
+        now = json.loads(json.dumps(key, sort_keys=True, default=str))
+        where = _diff(saved, now)
+        if where:
+            raise ValueError(
+                f"{path} was written by a run with another configuration ({where} "
+                f"differs); use the same config, another --out, or delete {path}"
+            )
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"resume state {path} lacks {', '.join(missing)}: it is not a complete "
+            f"salpipe resume state; {_delete_hint(path)}"
+        )
+    return {**state, "key": saved}
+
+
+def read_metrics_file(path: str | Path) -> list[dict]:
+    """The rows of ``metrics.jsonl``; a torn last line (killed mid-append: its epoch is
+    redone) is dropped, any other unreadable line is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    rows = []
+    for i, ln in enumerate(lines):
+        try:
+            row = json.loads(ln)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("not a metrics row")
+        except ValueError:
+            if i == len(lines) - 1:
+                log.warning("%s: dropping a torn last line (redone on resume)", path)
+                break
+            raise ValueError(
+                f"{path} line {i + 1} is not a metrics row ({ln[:60]!r}); it is corrupt: "
+                "delete the line (or the run folder) and rerun"
+            ) from None
+        rows.append(row)
+    return rows
+
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -173,6 +259,7 @@ class Trainer:
         self.meta.setdefault("params", to_dict(method))
         self.key = resume_key(self.meta)
         self.epoch, self.batch, self.step = 0, 0, 0
+        self.saved: tuple[int, int, int] | None = None  # (epoch, batch, step) on disk
         self.acc = self._fresh_acc()
 
     @staticmethod
@@ -181,6 +268,7 @@ class Trainer:
 
     # -- resume state -------------------------------------------------------------
     def save_resume(self) -> None:
+        self._check_weights("saving the resume state")
         state = {
             "key": json.dumps(self.key, sort_keys=True, default=str),
             "model": self.model.state_dict(),
@@ -193,31 +281,57 @@ class Trainer:
             "masks": self.masks,
         }
         atomic_torch_save(state, self.out / RESUME_FILE)
+        self.saved = (self.epoch, self.batch, self.step)
+
+    def _diverged(self, what: str, at: str) -> TrainingDivergedError:
+        cfg, path = self.cfg, self.out / RESUME_FILE
+        if self.saved is None:
+            kept = f"no resume state was written yet, so {self.out} holds no progress"
+            then = "then rerun"
+        else:
+            e, b, st = self.saved
+            kept = (f"{path} still holds the last good state (epoch {e + 1}, batch {b}, "
+                    f"step {st})" if b else
+                    f"{path} still holds the last good state (end of epoch {e}, step {st})")
+            then = (f"then train into another --out, or {_delete_hint(path)} (the same "
+                    "settings resume from it)")
+        return TrainingDivergedError(
+            f"training {self.out} diverged: {what} at epoch {self.epoch + 1}/{cfg.epochs}, "
+            f"{at} with method {self.meta.get('method')!r}, opt.lr {cfg.opt.lr:g}; "
+            f"stopped without writing it: {kept}. Lower opt.lr or change the method's "
+            f"parameters, {then}"
+        )
+
+    def _check_weights(self, when: str) -> None:
+        if not finite_weights(self.model):
+            raise self._diverged(f"the weights are not finite ({when})",
+                                 f"after step {self.step - 1}")
 
     def load_resume(self) -> bool:
-        """Load ``DIR/resume.pt`` when present; refuse one made with another config."""
+        """Load ``DIR/resume.pt`` when present; refuse one made with another config,
+        and one that is truncated, corrupt or unsafe (naming it: delete it to restart)."""
         path = self.out / RESUME_FILE
         if not path.is_file():
             return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["key"])
-        now = json.loads(json.dumps(self.key, sort_keys=True, default=str))
-        where = _diff(saved, now)
-        if where:
-            raise ValueError(
-                f"{path} was written by a run with another configuration ({where} "
-                f"differs); use the same config, another --out, or delete {path}"
+        state = read_resume(path, self.key)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.epoch, self.batch, self.step = (
+                int(state["epoch"]),
+                int(state["batch"]),
+                int(state["step"]),
             )
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.epoch, self.batch, self.step = (
-            state["epoch"],
-            state["batch"],
-            state["step"],
-        )
-        _set_rng_state(state["rng"], self.gen, self.device)
-        self.acc = dict(state["acc"])
-        self.masks = {k: m.to(self.device) for k, m in state["masks"].items()}
+            _set_rng_state(state["rng"], self.gen, self.device)
+            self.acc = dict(state["acc"])
+            self.masks = {k: m.to(self.device) for k, m in state["masks"].items()}
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(
+                f"resume state {path} does not fit this run ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else ''}); "
+                f"{_delete_hint(path)}"
+            ) from None
+        self.saved = (self.epoch, self.batch, self.step)
         log.info(
             "resuming %s at epoch %d, batch %d (step %d)",
             self.out,
@@ -231,12 +345,8 @@ class Trainer:
         """Drop metric lines of epochs that will be redone (killed after appending)."""
         path = self.out / METRICS_FILE
         if path.is_file():
-            keep = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["epoch"] < self.epoch
-            ]
-            atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
+            keep = [r for r in read_metrics_file(path) if r["epoch"] < self.epoch]
+            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
 
     # -- the loop -----------------------------------------------------------------
     def fit(self) -> list[dict]:
@@ -326,7 +436,14 @@ class Trainer:
         # (for adversarial methods, the adversarial examples): free, unlike a separate
         # clean forward
         n = len(y)
-        self.acc["loss"] += float(loss.detach()) * n
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            # the step already ran on it: the in-memory model is lost, the files are not
+            raise self._diverged(
+                f"the loss is {value}",
+                f"step {self.step} (batch {self.batch + 1}/{self.stream.num_batches})",
+            )
+        self.acc["loss"] += value * n
         self.acc["n"] += n
         if logits.shape[0] == n:
             self.acc["correct"] += int((logits.detach().argmax(1) == y).sum())
@@ -337,6 +454,7 @@ class Trainer:
                 self.params[name].mul_(mask)
 
     def _end_epoch(self) -> None:
+        self._check_weights("end of the epoch")  # before anything of it is written
         acc, cfg = self.acc, self.cfg
         row = {
             "epoch": self.epoch,
@@ -371,7 +489,4 @@ class Trainer:
         self.save_resume()
 
     def read_metrics(self) -> list[dict]:
-        path = self.out / METRICS_FILE
-        if not path.is_file():
-            return []
-        return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+        return read_metrics_file(self.out / METRICS_FILE)

@@ -149,9 +149,10 @@ def test_sweep_sad_args_rebuild_the_entry_with_the_job_seed(seen, sweep):
     dag = Dag.from_config({"sweep": sweep}, sweeps)
     assert dag.sweep.sad
     for name, entry in dag.sweep.sad.items():
-        args = dag.sad_args(name, 2)
-        assert "--seed 2" in args
-        assert _cli_cfg(seen, *shlex.split(args)) == replace(entry.config(), seed=2)
+        args = dag.sad_args(name, 2)  # the words of the command line
+        words = shlex.split(args) if isinstance(args, str) else list(args)
+        assert words[words.index("--seed") + 1] == "2"
+        assert _cli_cfg(seen, *words) == replace(entry.config(), seed=2)
 
 
 def test_load_sad_model_refuses_a_plain_checkpoint(checkpoint):
@@ -185,3 +186,113 @@ def test_load_model_returns_the_whole_defence(tmp_path, store, checkpoint):
     x = torch.rand(2, 3, 16, 16)
     assert torch.equal(model.network(x), plain(x))
     assert not isinstance(load_model(checkpoint)[0], SADModel)
+
+
+def _snapshot(folder):
+    """Every file under ``folder`` (or the file itself) and its bytes."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if folder.is_file():
+        return {".": folder.read_bytes()}
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _base_args(checkpoint, store):
+    return ["--model", checkpoint, "--store", store, "-p", "steps=1", "--batches", "1",
+            "--batch-size", "16"]
+
+
+def test_out_that_is_not_a_sad_calibration_is_refused_and_kept(tmp_path, store,
+                                                               checkpoint):
+    import shutil
+
+    run_copy = tmp_path / "a_training_run"
+    shutil.copytree(checkpoint, run_copy)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("keep me")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me too")
+    for out, said in ((checkpoint, "not a SAD calibration"),
+                      (run_copy, "not a SAD calibration"),
+                      (tmp_path, "holds no SAD checkpoint"),  # the parent of everything
+                      (notes, "holds no SAD checkpoint"),
+                      (a_file, "is a file")):
+        before = _snapshot(out)
+        for extra in ([], ["--overwrite"]):
+            res = _run(*_base_args(checkpoint, store), "--out", out, *extra)
+            assert res.exit_code == 1, (out, res.output)
+            assert said in res.output and str(out) in res.output, res.output
+            assert "Traceback" not in res.output
+            assert _snapshot(out) == before, out  # nothing deleted, nothing written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _run(*_base_args(checkpoint, store), "--out", empty)
+    assert res.exit_code == 0 and (empty / "model.json").is_file(), res.output
+
+
+def test_overwrite_never_deletes_other_files_beside_a_sad_checkpoint(tmp_path, store,
+                                                                     checkpoint):
+    out = tmp_path / "sad"
+    assert _run(*_base_args(checkpoint, store), "--out", out).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    before = _snapshot(out)
+    res = _run(*_base_args(checkpoint, store)[:-4], "--batches", "2", "--batch-size",
+               "16", "--out", out, "--overwrite")
+    assert res.exit_code == 1 and "notes.txt" in res.output, res.output
+    assert _snapshot(out) == before
+    (out / "notes.txt").unlink()
+    res = _run(*_base_args(checkpoint, store)[:-4], "--batches", "2", "--batch-size",
+               "16", "--out", out, "--overwrite")
+    assert res.exit_code == 0, res.output
+
+
+def test_same_calibration_with_a_broken_model_pt_is_not_skipped(tmp_path, store,
+                                                                checkpoint):
+    out = tmp_path / "sad"
+    assert _run(*_base_args(checkpoint, store), "--out", out).exit_code == 0
+    (out / "model.pt").write_bytes(b"broken")
+    before = _snapshot(out)
+    res = _run(*_base_args(checkpoint, store), "--out", out)
+    assert res.exit_code == 1 and "does not match" in res.output
+    assert "--overwrite" in res.output and _snapshot(out) == before
+    assert _run(*_base_args(checkpoint, store), "--out", out, "--overwrite").exit_code == 0
+    load_sad_model(out)
+
+
+def test_bad_inputs_are_named_before_anything_is_written(tmp_path, store, checkpoint):
+    import os
+
+    from pipeline.core.io import sha256_file
+
+    out = tmp_path / "o"
+    res = _run(*_base_args(checkpoint, store), "--out", out, "--split", "val")
+    assert res.exit_code == 1 and "no split 'val'" in res.output and str(store) in res.output
+    assert not out.exists()
+
+    def fix_sha():
+        side = json.loads((checkpoint / "model.json").read_text())
+        side["sha256"] = sha256_file(checkpoint / "model.pt")
+        (checkpoint / "model.json").write_text(json.dumps(side))
+
+    good = (checkpoint / "model.pt").read_bytes()
+    (checkpoint / "model.pt").write_bytes(good[: len(good) // 2])
+    fix_sha()
+    res = _run(*_base_args(checkpoint, store), "--out", out)
+    assert res.exit_code == 1 and str(checkpoint / "model.pt") in res.output
+    assert "truncated" in res.output and not out.exists()
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"fc.weight": Evil()}, checkpoint / "model.pt")
+    fix_sha()
+    res = _run(*_base_args(checkpoint, store), "--out", out)
+    assert res.exit_code == 1 and "refused to load" in res.output
+    assert str(checkpoint / "model.pt") in res.output
+    assert not marker.exists() and not out.exists()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from pipeline.config import ConfigError, build_method
 from pipeline.core.budget import parse_budget
 
 DEFAULT_PRESETS = Path(__file__).resolve().parents[2] / "config" / "presets.yaml"
+_LABEL = re.compile(r"^[a-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,25 @@ class AttackRun:
     eps: float | None
     params: dict[str, Any] = field(default_factory=dict)
 
-    def build(self, extra: dict | None = None):
-        """The attack object (``ATTACKS``), ``eps`` and ``extra`` merged into ``params``."""
+    def build(self, extra: dict | None = None, where: str | None = None):
+        """The attack object (``ATTACKS``), ``eps`` and ``extra`` merged into ``params``.
+
+        ``where`` (e.g. ``presets.yaml: presets.sat.attacks[2]``) prefixes any error.
+        """
         params = {**self.params, **(extra or {})}
         if self.eps is not None:
             params["eps"] = self.eps
-        return build_method(ATTACKS, self.name, params, f"attack {self.label}")
+        if where is None:
+            return build_method(ATTACKS, self.name, params, f"attack {self.label}")
+        if self.name not in ATTACKS:  # the entry, not its params, is at fault
+            return build_method(ATTACKS, self.name, params, where)
+        try:
+            return build_method(ATTACKS, self.name, params, f"{where}.params")
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError) as e:  # an attack's own checks
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise ConfigError(f"{where} (attack {self.name!r}): {msg}") from None
 
     def params_json(self) -> str:
         return json.dumps(self.params, sort_keys=True, default=str)
@@ -44,30 +60,54 @@ def load_presets(path: str | Path | None = None) -> dict[str, list[AttackRun]]:
     """Every preset of ``path`` (default ``config/presets.yaml``), includes resolved.
 
     Each attack entry is validated by building it (an unknown attack or parameter is a
-    :class:`ConfigError` naming the preset and the entry).
+    :class:`ConfigError` naming the file, the preset and the entry, e.g.
+    ``p.yaml: presets.sat.attacks[2].params.stepz: unknown key``), so a bad entry of any
+    preset is refused before anything is evaluated.
     """
     path = Path(path) if path is not None else DEFAULT_PRESETS
+    if path.is_dir():
+        raise FileNotFoundError(f"presets file {path} is a folder; give a presets YAML "
+                                "file (--presets)")
     if not path.is_file():
-        raise FileNotFoundError(f"presets file {path} not found")
-    raw = yaml.safe_load(path.read_text()) or {}
-    presets = raw.get("presets")
+        raise FileNotFoundError(f"presets file {path} not found; fix --presets or leave it "
+                                f"out to use {DEFAULT_PRESETS}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        why = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError(f"presets file {path} is not valid YAML{at}: {why}") from None
+    raw = {} if raw is None else raw
+    presets = raw.get("presets") if isinstance(raw, dict) else None
     if not isinstance(presets, dict):
-        raise ConfigError(f"{path}: expected a top-level 'presets' mapping")
+        raise ConfigError(f"{path}: expected a top-level 'presets' mapping of preset "
+                          "names to {include, attacks}")
     out: dict[str, list[AttackRun]] = {}
 
     def resolve(name: str, stack: tuple[str, ...]) -> list[AttackRun]:
         if name in out:
             return out[name]
-        if name not in presets:
-            raise ConfigError(f"{path}: unknown preset {name!r}; known: {', '.join(presets)}")
         if name in stack:
             raise ConfigError(f"{path}: preset include cycle {' -> '.join(stack + (name,))}")
-        spec = presets[name] or {}
+        spec = presets[name] if presets[name] is not None else {}
+        where = f"{path}: presets.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping with 'attacks' (and/or "
+                              f"'include'), got {type(spec).__name__}")
+        unknown = set(spec) - {"include", "attacks"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; "
+                              "allowed: include, attacks")
         runs: list[AttackRun] = []
-        for inc in spec.get("include", []):
+        for inc in _as_list(spec.get("include"), f"{where}.include"):
+            if not isinstance(inc, str) or inc not in presets:
+                raise ConfigError(f"{where}.include: unknown preset {inc!r}"
+                                  f"{suggest(str(inc), list(presets))}; known: "
+                                  f"{', '.join(presets)}")
             runs += resolve(inc, stack + (name,))
-        for i, entry in enumerate(spec.get("attacks", [])):
-            runs += _entry_runs(entry, f"{path}: presets.{name}.attacks[{i}]")
+        for i, entry in enumerate(_as_list(spec.get("attacks"), f"{where}.attacks")):
+            runs += _entry_runs(entry, f"{where}.attacks[{i}]")
         seen: dict[tuple, AttackRun] = {}
         for r in runs:  # an included run listed twice is run once
             other = seen.setdefault((r.label, r.eps), r)
@@ -82,20 +122,67 @@ def load_presets(path: str | Path | None = None) -> dict[str, list[AttackRun]]:
     return out
 
 
+def suggest(name: str, known: list[str]) -> str:
+    """`` (did you mean 'quick'?)`` for the nearest of ``known``, else ``""``."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def select_preset(presets: dict[str, list[AttackRun]], name: str,
+                  path: str | Path | None = None) -> list[AttackRun]:
+    """The runs of preset ``name``; an unknown name is a :class:`ConfigError` (a
+    ValueError) naming the nearest known preset and listing them all."""
+    if name in presets:
+        return presets[name]
+    where = Path(path) if path is not None else DEFAULT_PRESETS
+    raise ConfigError(f"unknown preset {name!r}{suggest(str(name), list(presets))}; presets "
+                     f"in {where}: {', '.join(presets)} (fix --preset, or add it there)")
+
+
+def _as_list(value: Any, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+    return value
+
+
 def _entry_runs(entry: Any, where: str) -> list[AttackRun]:
     if not isinstance(entry, dict) or "attack" not in entry:
-        raise ConfigError(f"{where}: expected a mapping with an 'attack' key")
+        raise ConfigError(f"{where}: expected a mapping with an 'attack' key, got {entry!r}")
     unknown = set(entry) - {"attack", "label", "eps", "params"}
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: attack, label, "
-                          "eps, params")
+        raise ConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; allowed: "
+                          "attack, label, eps, params")
+    name = entry["attack"]
+    if not isinstance(name, str) or name not in ATTACKS:
+        raise ConfigError(f"{where}: unknown attack {name!r}"
+                          f"{suggest(str(name), ATTACKS.names())}; known: "
+                          f"{', '.join(ATTACKS.names())}")
+    label = str(entry.get("label", name))
+    if not _LABEL.match(label):
+        raise ConfigError(f"{where}.label: {label!r} must match [a-z0-9_]+ (it names the "
+                          "rows of the results table)")
+    params = entry.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise ConfigError(f"{where}.params: expected a mapping of the attack's parameters, "
+                          f"got {type(params).__name__} {params!r}")
     eps_list = entry.get("eps", [None])
     eps_list = eps_list if isinstance(eps_list, list) else [eps_list]
     runs = []
     for e in eps_list:
-        eps = None if e is None else parse_budget(e, field=f"{where}.eps")
-        run = AttackRun(str(entry.get("label", entry["attack"])), entry["attack"], eps,
-                        dict(entry.get("params") or {}))
-        run.build({"source": "."} if run.name == "transfer" else None)  # validate now
+        try:
+            eps = None if e is None else parse_budget(e, field=f"{where}.eps")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        run = AttackRun(label, name, eps, dict(params or {}))
+        attack = run.build({"source": "."} if name == "transfer" else None, where)  # validate
+        if name == "transfer":  # its inner attack is built only when it runs: check it now
+            try:
+                attack.inner()
+            except (TypeError, ValueError, KeyError) as err:
+                msg = str(err).replace("transfer.attack", "params.attack_params", 1)
+                raise ConfigError(f"{where} (transfer's inner attack "
+                                  f"{attack.attack!r}): {msg}") from None
         runs.append(run)
     return runs

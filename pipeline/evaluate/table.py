@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import time
 from datetime import UTC, datetime
@@ -17,14 +18,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from torch import nn
 
 import pipeline
-from pipeline.cache.store import read_split, store_info
+from pipeline.cache import layout
+from pipeline.cache.store import open_store, read_split, store_info
+from pipeline.config import ConfigError
 from pipeline.core.io import atomic_path
 from pipeline.core.seeds import resolve_device, seed_everything
-from pipeline.evaluate.presets import load_presets
+from pipeline.evaluate.presets import load_presets, select_preset
 from pipeline.evaluate.views import available_views, evaluate_views
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,69 @@ COLUMNS = [
 KEY = ["model_sha256", "split", "preset", "n", "eval_seed", "source_model", "view"]
 
 
+# What a file must hold to be taken for a results table (``view`` may be missing: a
+# table written before views existed).
+RESULT_COLUMNS = [k for k in KEY if k != "view"] + ["attack", "eps", "metric", "value"]
+
+
+def check_split(store: str | Path, split: str, n: int | None) -> tuple[dict, int]:
+    """``(root attrs, number of images of split)`` after checking that ``store`` is a
+    data set store with ``split`` and that ``n`` (None: all) is 1 .. that number.
+
+    Reads only the store's metadata. Raises FileNotFoundError (nothing at ``store``),
+    ValueError (a plain file or a folder that is not a store; no such split) or
+    :class:`~pipeline.config.ConfigError` (``n`` out of range: a bad option value) with
+    a message naming the store, the split and ``n``.
+    """
+    if not (isinstance(store, str) and "://" in store):  # a local path
+        p = Path(store)
+        if p.is_file():
+            raise ValueError(f"--store {store} is a file, not a data set store: give the "
+                             "<dataset>.zarr folder written by `salpipe prepare-data`")
+        if not p.exists():
+            raise FileNotFoundError(f"data set store {store} not found: fix --store, or "
+                                    "make it with `salpipe prepare-data`")
+        if not (p / "zarr.json").is_file():
+            raise FileNotFoundError(f"{store} is a folder but not a data set store (no "
+                                    "zarr.json in it; not found): give the <dataset>.zarr "
+                                    "folder written by `salpipe prepare-data`")
+    group = open_store(store)
+    info = dict(group.attrs)
+    if split not in group or layout.labels_path(split) not in group:
+        raise ValueError(f"store {store} has no split {split!r}; its splits: "
+                         f"{', '.join(info.get('splits', [])) or 'none'} (fix --split)")
+    size = int(group[layout.labels_path(split)].shape[0])
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ConfigError(f"--n {n!r}: expected a whole number of images from 1 to "
+                              f"{size} (split {split!r} of {store}), or leave it out for all")
+        if n > size:
+            raise ConfigError(f"--n {n} is larger than split {split!r} of store {store}, "
+                              f"which has {size} images; give --n {size} or less, or leave "
+                              "--n out to evaluate them all")
+    return info, size
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size below 1 (a :class:`~pipeline.config.ConfigError`)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size!r}: expected a whole number of 1 or "
+                          "more (results do not depend on it)")
+
+
+def check_fingerprint(meta: dict, info: dict, store: str | Path, model: str | Path,
+                      flag: str = "--model") -> None:
+    """Refuse a model trained on another data set than ``store`` holds (by fingerprint;
+    a model or store without one is not checked)."""
+    mine, theirs = meta.get("dataset_fingerprint"), info.get("fingerprint")
+    if mine and theirs and mine != theirs:
+        raise ValueError(
+            f"{flag} {model} was trained on data set {meta.get('dataset')!r} (fingerprint "
+            f"{str(mine)[:12]}...), but store {store} holds {info.get('dataset')!r} "
+            f"(fingerprint {str(theirs)[:12]}...): evaluate it on the store it was trained "
+            "on, or give a model trained on this store")
+
+
 def read_eval_split(store: str | Path, split: str, n: int | None):
     """``(x float [N,C,H,W] in [0,1], y long [N], index long [N], root attrs)`` of the store."""
     arrays, info = read_split(store, split, 0, n), store_info(store)
@@ -58,14 +125,50 @@ def _teachers(sources: Any) -> str:
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """The results table at ``path`` (empty with :data:`COLUMNS` when missing)."""
+    """The results table at ``path`` (empty with :data:`COLUMNS` when missing).
+
+    Raises:
+        ValueError: ``path`` exists but is not a results table (a folder, not Parquet,
+            or without the table's key columns); the file is not touched.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    df = pd.read_parquet(path)
+    fix = "it was left as it is: give another --out, or move it away"
+    if path.is_dir():
+        raise ValueError(f"results table {path} is a folder, not a file; {fix} (e.g. "
+                         f"--out {path / 'results.parquet'})")
+    try:
+        df = pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        why = " ".join(str(e).split())[:200]
+        raise ValueError(f"{path} exists but is not a Parquet results table ({why}); "
+                         f"{fix}") from None
+    missing = [c for c in RESULT_COLUMNS if c not in df]
+    if missing:
+        raise ValueError(f"{path} is a Parquet file but not a salpipe results table (no "
+                         f"column(s) {', '.join(missing)}); {fix}")
     if "view" not in df:  # a table written before views existed
         df.insert(COLUMNS.index("view"), "view", "")
     return df
+
+
+def check_output(path: str | Path) -> pd.DataFrame:
+    """The results table at ``path`` (:func:`read_results`), after checking that it can be
+    written: an existing file that is not a results table, or a folder above it that is
+    a file or not writable, is refused (nothing is touched)."""
+    path = Path(path)
+    table = read_results(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write results table {path}: {parent} is a file, "
+                                 "not a folder (fix --out)")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"cannot write results table {path}: folder "
+                                      f"{parent} is not writable (fix --out)")
+            break
+    return table
 
 
 def write_results(df: pd.DataFrame, path: str | Path) -> None:
@@ -97,19 +200,20 @@ def evaluate_to_table(
     per view plus the worst case over views (view ``all``); a plain model gets view "".
     See :func:`pipeline.stages.evaluate.run_evaluate` for the other arguments.
     """
+    # every input is checked before anything is read in bulk, evaluated or written
+    check_batch_size(batch_size)
     device = resolve_device(device)
-    runs = load_presets(presets_file)
-    if preset not in runs:
-        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(runs)}")
-    x, y, index, info = read_eval_split(store, split, n)
+    run_list = select_preset(load_presets(presets_file), preset, presets_file)
     if views and not available_views(model):
         raise ValueError(f"views {list(views)} need a wrapped model (e.g. SAD); "
                          f"{meta.get('arch')} {meta.get('method')} has no inner network")
+    info, size = check_split(store, split, n)
+    check_fingerprint(meta, info, store, meta.get("run_name") or "the model")
+    table = check_output(out)
     views = list(views) if views else available_views(model)
     key = {"model_sha256": str(meta.get("model_id") or meta.get("sha256", "")),
-           "split": split, "preset": preset, "n": len(y), "eval_seed": int(seed),
-           "source_model": str(source_model) if source_model else ""}
-    table = read_results(out)
+           "split": split, "preset": preset, "n": size if n is None else int(n),
+           "eval_seed": int(seed), "source_model": str(source_model) if source_model else ""}
     if len(table):
         same = np.ones(len(table), dtype=bool)
         for k, v in key.items():
@@ -121,16 +225,12 @@ def evaluate_to_table(
             log.info("evaluation %s already in %s: nothing to do (use force)", key, out)
             return {"skipped": True, "rows": int(same.sum()), "out": str(out)}
         table = table[~(same & table["view"].isin(wanted + ["all"]).to_numpy())]
-    fp = info.get("fingerprint")
-    if meta.get("dataset_fingerprint") and fp and meta["dataset_fingerprint"] != fp:
-        raise ValueError(f"model was trained on another data set (fingerprint "
-                         f"{meta['dataset_fingerprint'][:12]}...) than store {store} ({fp[:12]}...)")
+    x, y, index, info = read_eval_split(store, split, n)
     seed_everything(seed)
     extra = {}
     if source_network is not None:
         extra["transfer"] = {"source_model": source_network,
                              **({"source": str(source_model)} if source_model else {})}
-    run_list = runs[preset]
     skipped = [r for r in run_list if r.name == "transfer" and source_network is None]
     run_list = [r for r in run_list if r not in skipped]
     model = model.to(device)

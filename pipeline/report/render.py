@@ -1,17 +1,32 @@
-"""``run_report``: results tables -> ``report.md`` + ``report.html`` + PNG figures."""
+"""``run_report``: results tables -> ``report.md`` + ``report.html`` + PNG figures.
+
+The report folder is marked by :data:`MARKER` (``report.json``: the command, its inputs
+and the files the report wrote). A report replaces only an empty folder, a missing one
+or an earlier report (marked, or an unmarked one of only ``report.md``, ``report.html``
+and PNGs); any other folder is refused before anything is written. The folder is built
+beside ``--out`` and swapped in whole, so at every moment ``--out`` holds the old report
+or the new one.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import html
 import json
 import logging
+import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
-from pipeline.core.io import atomic_dir
+import pipeline
 from pipeline.report.figures import robustness_curves, training_cost
 from pipeline.report.tables import (
     accuracy_tables,
@@ -21,6 +36,173 @@ from pipeline.report.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+MARKER = "report.json"  # marks a folder as a salpipe report (written last)
+MARKER_KIND = "salpipe report"
+# What the report reads from each results table (others are optional).
+REPORT_COLUMNS = ["dataset", "split", "arch", "method", "saliency_sources", "seed", "model",
+                  "n", "attack", "eps", "metric", "value", "flags"]
+_OWN_FILES = ("report.md", "report.html", MARKER)
+
+
+def read_results_tables(results: list[Path]) -> pd.DataFrame:
+    """Every results table concatenated; each must exist, be Parquet, hold rows and the
+    report's columns (an error names the table at fault)."""
+    if not results:
+        raise ValueError("no results tables given: name one or more with --results")
+    frames = []
+    for p in map(Path, results):
+        if p.is_dir():
+            raise ValueError(f"results table {p} is a folder, not a Parquet file; give the "
+                             "file written by `salpipe evaluate --out`")
+        if not p.is_file():
+            raise FileNotFoundError(f"results table {p} not found; give the file written "
+                                    "by `salpipe evaluate --out`")
+        try:
+            df = pd.read_parquet(p)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            why = " ".join(str(e).split())[:200]
+            raise ValueError(f"results table {p} is not a Parquet file ({why}); give the "
+                             "file written by `salpipe evaluate --out`") from None
+        if df.empty:
+            raise ValueError(f"results table {p} holds no rows (an empty table): evaluate "
+                             "into it with `salpipe evaluate`, or leave it out of --results")
+        missing = [c for c in REPORT_COLUMNS if c not in df]
+        if missing:
+            raise ValueError(f"results table {p} is not a salpipe results table (no "
+                             f"column(s) {', '.join(missing)}); give the file written by "
+                             "`salpipe evaluate --out`")
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _listing(names: list[str], limit: int = 8) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _read_marker(folder: Path) -> dict | None:
+    """The marker of an earlier report in ``folder`` (None when there is none)."""
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("kind") != MARKER_KIND:
+        return None
+    return data
+
+
+def _is_unmarked_report(folder: Path, names: list[str]) -> bool:
+    """A report written before reports were marked: ``report.md`` / ``report.html`` and
+    PNGs only, ``report.md`` (if there) starting with the report's title."""
+    if not {"report.md", "report.html"} & set(names):
+        return False
+    for name in names:
+        if not (folder / name).is_file() or not (
+                name in ("report.md", "report.html") or name.endswith(".png")):
+            return False
+    md = folder / "report.md"
+    return not md.is_file() or md.read_text(errors="replace").startswith(
+        "# salpipe evaluation report")
+
+
+def check_report_dir(out_dir: str | Path) -> None:
+    """Refuse an ``out_dir`` that the report must not replace: a file, or a folder holding
+    anything but an earlier report (FileExistsError naming the folder and its content).
+    A missing or empty folder, or an earlier report, is fine."""
+    out = Path(out_dir)
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FileExistsError(f"cannot write report folder {out}: {parent} is a "
+                                      "file, not a folder (fix --out)")
+            break
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise FileExistsError(f"report folder {out} exists and is a "
+                              f"{'link' if out.is_symlink() else 'file'}, not a folder; "
+                              "it was left as it is: give another --out")
+    names = sorted(os.listdir(out))
+    if not names:
+        return
+    marker = _read_marker(out)
+    if marker is None:
+        if _is_unmarked_report(out, names):
+            return
+        raise FileExistsError(
+            f"report folder {out} already holds files that are not a salpipe report "
+            f"({_listing(names)}); a report replaces its whole folder, so nothing was "
+            "written: give a new or empty --out folder")
+    extra = sorted(set(names) - set(marker.get("files") or []) - set(_OWN_FILES))
+    if extra:
+        raise FileExistsError(
+            f"report folder {out} holds an earlier report plus files it did not write "
+            f"({_listing(extra)}); a report replaces its whole folder, so nothing was "
+            "written: move those files out, or give another --out")
+
+
+def _check_inputs(runs: list[Path], galleries: list[Path]) -> None:
+    for run in map(Path, runs):
+        if not run.is_dir():
+            raise FileNotFoundError(f"run directory {run} not found (--runs)")
+        if not (run / "metrics.jsonl").is_file():
+            raise FileNotFoundError(f"run {run} has no metrics.jsonl (--runs takes "
+                                    "training run directories)")
+    for g in map(Path, galleries):
+        if not g.is_file():
+            raise FileNotFoundError(f"gallery image {g} not found (--gallery)")
+        if g.name in _OWN_FILES:
+            raise ValueError(f"gallery image {g} has the name of a report file; rename it")
+
+
+# renameat2(2) with RENAME_EXCHANGE swaps two paths in one step (Linux >= 3.15).
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap folders ``a`` and ``b`` atomically; False where the system cannot."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                   ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextmanager
+def _report_folder(out: Path) -> Iterator[Path]:
+    """A temporary sibling folder to fill; swapped in for ``out`` when the block ends
+    (``out`` is checked again just before). On an exception it is removed and ``out``
+    is untouched."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private
+        yield tmp
+        check_report_dir(out)
+        if not out.exists():
+            os.replace(tmp, out)
+        elif not any(out.iterdir()):
+            os.replace(tmp, out)  # onto an empty folder: one rename
+        elif _exchange(tmp, out):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old report
+        else:  # no atomic swap here: set the old report aside, then rename
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def read_training_cost(runs: list[Path]) -> pd.DataFrame:
@@ -53,32 +235,42 @@ def _md(df: pd.DataFrame) -> str:
 
 def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
                   galleries: list[Path] | None = None,
-                  draw: Callable[[Path], list[Path]] | None = None) -> dict:
+                  draw: Callable[[Path], list[Path]] | None = None,
+                  inputs: dict | None = None) -> dict:
     """Build the report from one or more results tables (it reads tables, runs nothing).
+
+    Every input is checked before anything is written: each results table must exist,
+    be Parquet and hold rows; ``out_dir`` must be missing, empty or an earlier report
+    (:func:`check_report_dir`); runs and galleries must exist.
 
     Args:
         results: Parquet tables written by ``salpipe evaluate``.
-        out_dir: output folder (replaced atomically): ``report.md``, ``report.html``, PNGs.
+        out_dir: output folder (replaced atomically): ``report.md``, ``report.html``, PNGs
+            and the marker ``report.json``.
         runs: training run directories whose ``metrics.jsonl`` give the per-epoch cost.
         galleries: saliency gallery PNGs (made elsewhere) to include as they are.
         draw: ``draw(folder) -> PNG paths`` drawing more galleries into the report's
             folder (the report stage draws cached saliency sources this way).
+        inputs: more inputs to record in the marker (e.g. the gallery store).
 
     Returns:
         ``{"out", "tables", "figures", "flags"}``.
     """
-    frames = []
-    for p in results:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"results table {p} not found")
-        frames.append(pd.read_parquet(p))
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if df.empty:
-        raise ValueError(f"results {', '.join(map(str, results))} hold no rows")
+    df = read_results_tables(list(results))
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    check_report_dir(out_dir)
+    _check_inputs(list(runs or []), list(galleries or []))
+    with _report_folder(out_dir) as tmp:
         drawn = draw(tmp) if draw is not None else []
         summary = _write(df, tmp, runs or [], list(galleries or []), drawn)
+        marker = {"kind": MARKER_KIND, "command": "salpipe report",
+                  "results": [str(p) for p in results],
+                  "runs": [str(p) for p in runs or []],
+                  "galleries": [str(p) for p in galleries or []], **(inputs or {}),
+                  "files": sorted(p.name for p in tmp.iterdir()),
+                  "salpipe_version": pipeline.__version__,
+                  "created": datetime.now(UTC).isoformat(timespec="seconds")}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2, default=str) + "\n")
     log.info("report written to %s", out_dir)
     return {**summary, "out": str(out_dir)}
 

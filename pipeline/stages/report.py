@@ -27,7 +27,11 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
 
     Args:
         results: Parquet tables written by ``salpipe evaluate``.
-        out_dir: output folder (replaced atomically): ``report.md``, ``report.html``, PNGs.
+        out_dir: output folder (replaced atomically): ``report.md``, ``report.html``, PNGs
+            and ``report.json`` (the marker: command, inputs, files written). It must be
+            missing, empty or an earlier report: a folder holding anything else is
+            refused (FileExistsError naming it and its content) before anything is
+            written. A missing, empty or non-Parquet results table is an error naming it.
         runs: training run directories whose ``metrics.jsonl`` give the per-epoch cost.
         galleries: saliency gallery PNGs (made elsewhere) to include as they are.
         gallery_store, gallery_sources: draw a gallery of the first ``gallery_n`` images
@@ -40,5 +44,9 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
         return draw_galleries(gallery_store, list(gallery_sources or []), folder,
                               split=gallery_split, n=gallery_n)
 
+    inputs = ({"gallery_store": str(gallery_store),
+               "gallery_sources": list(gallery_sources or []),
+               "gallery_split": gallery_split, "gallery_n": gallery_n}
+              if gallery_store else {})
     return render_report(results, out_dir, runs, galleries,
-                         draw if gallery_store else None)
+                         draw if gallery_store else None, inputs=inputs)

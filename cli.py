@@ -20,15 +20,30 @@ log = logging.getLogger("salpipe")
 USER_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
 
 
+class UsageProblem(click.ClickException):
+    """A bad option, name or config value: ``Error: ...`` with exit status 2 (click's
+    code for usage errors); a job that failed on its inputs exits 1."""
+
+    exit_code = 2
+
+
 def _message(err: BaseException) -> str:
     if isinstance(err, KeyError) and type(err).__str__ is KeyError.__str__ and err.args:
         return str(err.args[0])  # KeyError's own str() would quote the message
     return str(err) or type(err).__name__
 
 
+def _is_usage(err: BaseException) -> bool:
+    from pipeline.config import ConfigError
+    from pipeline.core.registry import UnknownNameError
+
+    return isinstance(err, (ConfigError, UnknownNameError))
+
+
 class SalpipeGroup(click.Group):
-    """The one error boundary of the CLI: a stage's bad-input error becomes ``Error: ...``
-    (exit 1); with ``-v`` the traceback is logged too."""
+    """The one error boundary of the CLI: a stage's bad-input error becomes
+    ``Error: <message>`` (exit 2 for a bad option, name or config value, 1 for a job
+    that failed on its inputs); with ``-v`` the traceback is logged too."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -37,11 +52,20 @@ class SalpipeGroup(click.Group):
             raise  # click's own: usage errors, --help, ctx.exit(), Ctrl-C
         except USER_ERRORS as e:
             log.debug("traceback of the error below", exc_info=True)
-            raise click.ClickException(_message(e)) from e
+            cls = UsageProblem if _is_usage(e) else click.ClickException
+            raise cls(_message(e)) from e
+
+
+def _check_device(ctx, param, value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise click.BadParameter(f"{value!r}: expected auto, cpu, cuda or cuda:N")
+    return value
 
 
 @click.group(cls=SalpipeGroup)
-@click.option("--device", default="auto", show_default=True,
+@click.option("--device", default="auto", show_default=True, callback=_check_device,
               help="auto (CUDA when present, else CPU), cpu, or cuda[:N].")
 @click.option("-v", "--verbose", is_flag=True,
               help="Debug log output, and the traceback of an error (default: info).")
@@ -108,13 +132,12 @@ def prepare_data(dataset, root, out, resolution, params, chunk, overwrite) -> No
 
 def _train_cfg(config: Path | None, overrides: dict, sets: tuple[str, ...]):
     """TrainConfig from ``--config`` YAML, ``--set key.path=value`` and explicit options."""
-    import yaml
-
+    from pipeline.config import load_yaml_file
     from pipeline.train.config import train_config_from
 
     data = {}
     if config is not None:
-        data = yaml.safe_load(config.read_text()) or {}
+        data = load_yaml_file(config, "training config") or {}
     # an explicit option beats -s; an option left unset must not erase a -s value
     given = {k: v for k, v in overrides.items() if v is not None}
     return train_config_from(data, {**_pairs(sets, "-s"), **given},

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
@@ -134,14 +136,19 @@ def _coerce(value: Any, hint: Any, field: dataclasses.Field | None, path: str) -
     if hint is float:
         if isinstance(value, bool):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return parse_budget(value, field=path) if "/" in value else float(value)
+                number = parse_budget(value, field=path) if "/" in value else float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # NaN and inf stop where they enter
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
@@ -182,8 +189,30 @@ def parse_pairs(pairs, flag: str = "-p") -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{flag} {pair!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{flag} {pair!r}: the value {value!r} is not valid YAML "
+                              f"({getattr(e, 'problem', None) or e}); quote it or fix it"
+                              ) from None
     return out
+
+
+def load_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document in ``path``; a missing file or a syntax error is a
+    :class:`ConfigError` naming the file (and the line and column of the error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{what} {path}{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a text file") from None
 
 
 def set_dotted(data: dict, key: str, value: Any, where: str = "") -> dict:

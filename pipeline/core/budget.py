@@ -23,9 +23,10 @@ def parse_budget(value: str | float | Fraction, *, field: str = "eps") -> float:
             num, _, den = value.strip().partition("/")
             frac = Fraction(num) / Fraction(den) if den else Fraction(num)
         else:
-            frac = Fraction(value)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{field}: expected a budget such as '8/255', got {value!r}") from None
+            frac = Fraction(value)  # inf: OverflowError, nan: ValueError
+    except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+        raise ValueError(f"{field}: expected a finite budget such as '8/255', got "
+                         f"{value!r}") from None
     if not 0 <= frac <= 1:
         raise ValueError(f"{field}: budget {value!r} is outside [0, 1] (pixels are in [0, 1])")
     return float(frac)

@@ -56,23 +56,11 @@ def check_split(store: str | Path, split: str, n: int | None) -> tuple[dict, int
     """``(root attrs, number of images of split)`` after checking that ``store`` is a
     data set store with ``split`` and that ``n`` (None: all) is 1 .. that number.
 
-    Reads only the store's metadata. Raises FileNotFoundError (nothing at ``store``),
-    ValueError (a plain file or a folder that is not a store; no such split) or
+    Reads only the store's metadata. Raises what :func:`pipeline.cache.store.open_store`
+    raises for a missing or unreadable store, ValueError (no such split) or
     :class:`~pipeline.config.ConfigError` (``n`` out of range: a bad option value) with
     a message naming the store, the split and ``n``.
     """
-    if not (isinstance(store, str) and "://" in store):  # a local path
-        p = Path(store)
-        if p.is_file():
-            raise ValueError(f"--store {store} is a file, not a data set store: give the "
-                             "<dataset>.zarr folder written by `salpipe prepare-data`")
-        if not p.exists():
-            raise FileNotFoundError(f"data set store {store} not found: fix --store, or "
-                                    "make it with `salpipe prepare-data`")
-        if not (p / "zarr.json").is_file():
-            raise FileNotFoundError(f"{store} is a folder but not a data set store (no "
-                                    "zarr.json in it; not found): give the <dataset>.zarr "
-                                    "folder written by `salpipe prepare-data`")
     group = open_store(store)
     info = dict(group.attrs)
     if split not in group or layout.labels_path(split) not in group:

@@ -13,6 +13,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from pipeline.cache import layout
 from pipeline.cache.bits import unpack_bits
@@ -220,8 +221,6 @@ def array_members(group: zarr.Group) -> dict[str, zarr.Array]:
 
 def _damaged_children(node: zarr.Group) -> list[str]:
     """Names of the children of ``node`` whose metadata does not load (best effort)."""
-    from zarr.core.sync import sync
-
     async def listing() -> list[str]:
         return [k async for k in node.store.list_dir(node.path)]
 

@@ -6,12 +6,14 @@ leaves a half-written file (or folder) that looks complete (DESIGN.md section 2)
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,29 +56,75 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+# renameat2(2) with RENAME_EXCHANGE swaps two paths in one step (Linux >= 3.15)
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap folders ``a`` and ``b`` atomically; False where the system cannot."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                   ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, check: Callable[[], None] | None = None) -> Iterator[Path]:
     """A temporary sibling folder to fill; it replaces ``path`` when the block ends.
 
-    An existing ``path`` is swapped out only after the new folder is complete (renamed
-    aside, then deleted), so at every moment either the old or the new folder is there.
-    On an exception the temporary folder is removed and ``path`` is untouched.
+    The new folder is swapped in with one atomic exchange where the system has one
+    (Linux ``renameat2``), else the old folder is renamed aside first; at every moment
+    either the old or the new folder is there. ``check()``, when given, runs just before
+    the swap (a last look at what is being replaced). The folder gets the permissions
+    a plain ``mkdir`` would give. On an exception the temporary folder is removed and
+    ``path`` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private to its owner
         yield tmp
-        if path.exists():
+        if check is not None:
+            check()
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            os.replace(tmp, path)  # nothing, or an empty folder, to replace: one rename
+        elif _exchange(tmp, path):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old folder
+        else:
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_location(path: str | Path, what: str) -> None:
+    """Refuse, before anything is written, an output ``path`` whose nearest existing
+    folder above it is a file or is not writable (the message names ``what``, ``path``
+    and that folder)."""
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FileExistsError(f"cannot write {what} {path}: {parent} is a file, "
+                                      "not a folder (fix --out)")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"cannot write {what} {path}: folder {parent} is "
+                                      "not writable (fix --out)")
+            return
 
 
 def sha256_file(path: str | Path) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import time
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ import pipeline
 from pipeline.cache import layout
 from pipeline.cache.store import open_store, read_split, store_info
 from pipeline.config import ConfigError
-from pipeline.core.io import atomic_path
+from pipeline.core.io import atomic_path, check_output_location
 from pipeline.core.seeds import resolve_device, seed_everything
 from pipeline.evaluate.presets import load_presets, select_preset
 from pipeline.evaluate.views import available_views, evaluate_views
@@ -147,15 +146,7 @@ def check_output(path: str | Path) -> pd.DataFrame:
     a file or not writable, is refused (nothing is touched)."""
     path = Path(path)
     table = read_results(path)
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"cannot write results table {path}: {parent} is a file, "
-                                 "not a folder (fix --out)")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(f"cannot write results table {path}: folder "
-                                      f"{parent} is not writable (fix --out)")
-            break
+    check_output_location(path, "results table")
     return table
 
 

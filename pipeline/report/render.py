@@ -10,16 +10,12 @@ or the new one.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import html
 import json
 import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 import pipeline
+from pipeline.core.io import atomic_dir
 from pipeline.report.figures import robustness_curves, training_cost
 from pipeline.report.tables import (
     accuracy_tables,
@@ -156,55 +153,6 @@ def _check_inputs(runs: list[Path], galleries: list[Path]) -> None:
             raise ValueError(f"gallery image {g} has the name of a report file; rename it")
 
 
-# renameat2(2) with RENAME_EXCHANGE swaps two paths in one step (Linux >= 3.15).
-_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap folders ``a`` and ``b`` atomically; False where the system cannot."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                   ctypes.c_uint]
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-@contextmanager
-def _report_folder(out: Path) -> Iterator[Path]:
-    """A temporary sibling folder to fill; swapped in for ``out`` when the block ends
-    (``out`` is checked again just before). On an exception it is removed and ``out``
-    is untouched."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private
-        yield tmp
-        check_report_dir(out)
-        if not out.exists():
-            os.replace(tmp, out)
-        elif not any(out.iterdir()):
-            os.replace(tmp, out)  # onto an empty folder: one rename
-        elif _exchange(tmp, out):
-            shutil.rmtree(tmp, ignore_errors=True)  # now the old report
-        else:  # no atomic swap here: set the old report aside, then rename
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def read_training_cost(runs: list[Path]) -> pd.DataFrame:
     """``method, run, epoch, epoch_seconds`` from each run directory's ``metrics.jsonl``."""
     rows = []
@@ -260,7 +208,7 @@ def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = 
     out_dir = Path(out_dir)
     check_report_dir(out_dir)
     _check_inputs(list(runs or []), list(galleries or []))
-    with _report_folder(out_dir) as tmp:
+    with atomic_dir(out_dir, check=lambda: check_report_dir(out_dir)) as tmp:
         drawn = draw(tmp) if draw is not None else []
         summary = _write(df, tmp, runs or [], list(galleries or []), drawn)
         marker = {"kind": MARKER_KIND, "command": "salpipe report",

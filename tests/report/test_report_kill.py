@@ -43,15 +43,15 @@ if mode == "mid_write":
         os.kill(os.getpid(), signal.SIGKILL)
     render._write = _write
 elif mode == "before_swap":
-    real = render._report_folder
+    real = render.atomic_dir
     from contextlib import contextmanager
     @contextmanager
-    def _report_folder(out):
-        with real(out) as tmp:
+    def atomic_dir(out, check=None):
+        with real(out, check=check) as tmp:
             yield tmp
             (tmp / "report.md").stat()  # complete
             os.kill(os.getpid(), signal.SIGKILL)
-    render._report_folder = _report_folder
+    render.atomic_dir = atomic_dir
 from cli import main
 sys.argv = ["salpipe", *sys.argv[2:]]
 main()

@@ -198,25 +198,26 @@ def group_names(group: zarr.Group, path: str) -> list[str]:
     """Sorted names of the child groups of ``group[path]``; a damaged child is a
     :class:`StoreError` naming its ``zarr.json``."""
     node = get_node(group, path) if path else group
-    try:
-        return sorted(node.group_keys())
-    except OSError:
-        raise
-    except Exception as e:  # noqa: BLE001  (json / zarr metadata errors)
-        bad = _damaged_children(node)
-        raise _damaged(group, f"{path}/{bad[0]}" if bad else path, e) from e
+    return sorted(_listed(group, path, node, lambda n: n.group_keys()))
 
 
 def array_members(group: zarr.Group) -> dict[str, zarr.Array]:
     """``dict(group.arrays())``; a damaged child is a :class:`StoreError` naming its
     ``zarr.json``."""
+    return dict(_listed(group, "", group, lambda n: n.arrays()))
+
+
+def _listed(group: zarr.Group, path: str, node: zarr.Group, read):
+    """``list(read(node))``, with zarr's metadata errors turned into a
+    :class:`StoreError` naming the damaged child of ``node`` (``path`` in ``group``)."""
     try:
-        return dict(group.arrays())
+        return list(read(node))
     except OSError:
         raise
     except Exception as e:  # noqa: BLE001  (json / zarr metadata errors)
-        bad = _damaged_children(group)
-        raise _damaged(group, bad[0] if bad else "", e) from e
+        bad = _damaged_children(node)
+        where = "/".join(p for p in (path, bad[0] if bad else "") if p)
+        raise _damaged(group, where, e) from e
 
 
 def _damaged_children(node: zarr.Group) -> list[str]:

@@ -27,7 +27,7 @@ from pipeline.cache.store import open_store, read_split, store_info
 from pipeline.config import ConfigError
 from pipeline.core.io import atomic_path, check_output_location
 from pipeline.core.seeds import resolve_device, seed_everything
-from pipeline.evaluate.presets import load_presets, select_preset
+from pipeline.evaluate.presets import AttackRun, load_presets, select_preset
 from pipeline.evaluate.views import available_views, evaluate_views
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,12 @@ def evaluate_to_table(
     batch_size: int = 256, seed: int = 0, source_model: str | Path | None = None,
     presets_file: str | Path | None = None, force: bool = False,
     views: list[str] | tuple[str, ...] | None = None,
-    source_network: nn.Module | None = None,
+    source_network: nn.Module | None = None, runs: list[AttackRun] | None = None,
 ) -> dict:
     """Evaluate an in-memory ``model`` (e.g. a SAD wrapper) described by ``meta``.
+
+    ``runs``: the preset's attack runs when the caller has loaded them already (the
+    evaluate stage); None loads ``preset`` from ``presets_file``.
 
     ``source_model`` names the transfer attacks' source (part of the evaluation's key);
     ``source_network`` is that model, loaded (without it, transfer runs are skipped
@@ -182,7 +185,8 @@ def evaluate_to_table(
     # every input is checked before anything is read in bulk, evaluated or written
     check_batch_size(batch_size)
     device = resolve_device(device)
-    run_list = select_preset(load_presets(presets_file), preset, presets_file)
+    run_list = runs if runs is not None else select_preset(load_presets(presets_file),
+                                                           preset, presets_file)
     if views and not available_views(model):
         raise ValueError(f"views {list(views)} need a wrapped model (e.g. SAD); "
                          f"{meta.get('arch')} {meta.get('method')} has no inner network")

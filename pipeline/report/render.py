@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 import pipeline
-from pipeline.core.io import atomic_dir
+from pipeline.core.io import atomic_dir, check_output_location
 from pipeline.report.figures import robustness_curves, training_cost
 from pipeline.report.tables import (
     accuracy_tables,
@@ -108,12 +108,7 @@ def check_report_dir(out_dir: str | Path) -> None:
     anything but an earlier report (FileExistsError naming the folder and its content).
     A missing or empty folder, or an earlier report, is fine."""
     out = Path(out_dir)
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise FileExistsError(f"cannot write report folder {out}: {parent} is a "
-                                      "file, not a folder (fix --out)")
-            break
+    check_output_location(out, "report folder")
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink() or not out.is_dir():

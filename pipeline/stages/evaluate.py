@@ -108,4 +108,4 @@ def run_evaluate(
     return evaluate_to_table(model, meta, store, split, preset, out, device=device, n=n,
                              batch_size=batch_size, seed=seed, source_model=source_model,
                              presets_file=presets_file, force=force, views=views,
-                             source_network=source)
+                             source_network=source, runs=runs)

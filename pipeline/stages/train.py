@@ -158,7 +158,9 @@ def _plan_run(
         )
     group = open_train_store(store)
     attrs = _store_meta(group, store)
-    spec = build_method(TRAINING, method, params, f"method {method}")
+    # settings that follow the run's length (SAT's alpha) resolved here, so the sidecar,
+    # the resume key and the results table hold the values that trained
+    spec = build_method(TRAINING, method, params, f"method {method}").for_run(cfg.epochs)
     if spec.needs_saliency and not (saliency or masks_from):
         raise ConfigError(
             f"method {method!r} needs saliency sources (--saliency); none given"

@@ -378,6 +378,7 @@ class Trainer:
             step=self.step,
             device=self.device,
             num_classes=int(self.meta["num_classes"]),
+            steps_per_epoch=int(self.stream.num_batches),
             bn_mode=cfg.bn_mode,
             generator=self.gen,
         )

@@ -46,6 +46,8 @@ class StepContext:
 
     Args:
         epoch: 0-based epoch; epochs: total epochs; step: global optimiser step.
+        steps_per_epoch: optimiser steps per epoch (``epochs * steps_per_epoch`` is the
+            run's length in steps, for schedules per step such as Int's eps ramp).
         device: the training device; num_classes: classes of the data set.
         bn_mode: BatchNorm mode while crafting training attacks (``eval``/``train``).
         generator: RNG on ``device`` for the method's own noise (saved on resume).
@@ -56,6 +58,7 @@ class StepContext:
     step: int
     device: torch.device
     num_classes: int
+    steps_per_epoch: int = 1
     bn_mode: str = "eval"
     generator: torch.Generator | None = None
 
@@ -72,6 +75,12 @@ class TrainingMethod:
 
     needs_saliency: bool = False
     saliency_kind: str = "map"
+
+    def for_run(self, epochs: int) -> TrainingMethod:
+        """This method with every setting that depends on the run's length resolved
+        (e.g. SAT's alpha for a schedule shorter than the paper's); the stage trains,
+        records and resumes with what this returns. Default: unchanged."""
+        return self
 
     def prepare_saliency(self, name: str, arr):
         """Applied once to each loaded map source (numpy ``[N, C, H, W]``) before

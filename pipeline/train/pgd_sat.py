@@ -47,7 +47,7 @@ class PGDSAT(SATSchedule, TrainingMethod):
         p: probability that a batch takes the SAT branch (0.5; one coin per batch, as
             the public code).
         eps, steps, step_size, random_start: the PGD branch (8/255, 10, 2/255, True).
-        eps0, alpha, short_schedule, transform: the SAT branch (see ``sat``).
+        eps0, alpha, transform: the SAT branch (see ``sat``).
         official: reproduce the public code, whose SAT branch adds the PGD random start
             before the saliency step, so a perturbation can reach ``eps + eps0`` (2 eps).
             Off by default: every perturbation then stays within ``eps`` (``eps0 <= eps``

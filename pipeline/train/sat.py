@@ -9,11 +9,19 @@ sources ``annotation.mask`` / ``annotation.bbox``) and ``t`` the map transform.
 The public code (``Puneet2000/SAT_ECML2020``, notes/peers.md A.2) writes the same rule
 as ``x - eps * g`` where ``g`` takes the map with probability ``1 - 0.6 ** (epoch / 10)``
 and a random sign otherwise, drawn per tensor element (a Bernoulli per element, as
-here): ``0.6 ** (epoch / 10) = alpha ** epoch`` with ``alpha = 0.6 ** (1 / 10)``.
+here): ``0.6 ** (epoch / 10) = alpha ** epoch`` with ``alpha = 0.6 ** (1 / 10)`` over
+the paper's 200 epochs.
+
+A run of ``E`` epochs takes ``alpha = 0.6 ** (20 / E)`` unless ``alpha`` is set, so it
+ends as far into the schedule as the paper's run (the noise share falls to
+``0.6 ** 20`` at the last epoch; at ``E = 200`` this is the paper's ``0.6 ** (1 / 10)``).
+The value is resolved before training (:meth:`SATSchedule.for_run`) and recorded in the
+run's params.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +39,13 @@ from pipeline.train.method import (
 )
 
 TRANSFORMS = ("sign", "minmax", "raw")
-DEFAULT_ALPHA = 0.6 ** (1 / 10)
+PAPER_EPOCHS = 200
+
+
+def schedule_alpha(epochs: int) -> float:
+    """``0.6 ** (20 / epochs)``: the paper's ``0.6 ** (1/10)`` at its 200 epochs, and the
+    same shape (noise share over the fraction of the run) at any other length."""
+    return 0.6 ** (20 / max(int(epochs), 1))
 
 
 def transform_map(s: torch.Tensor, how: str) -> torch.Tensor:
@@ -122,14 +136,13 @@ class SATSchedule:
     """The shared SAT knobs (mixed into ``sat``, ``pgd_sat`` and ``trades_sat``)."""
 
     eps0: float = budget_field(8 / 255)
-    alpha: float = DEFAULT_ALPHA
-    short_schedule: bool = False
+    alpha: float | None = None  # None: schedule_alpha(epochs), resolved by for_run
     transform: str = "sign"
 
     def check_sat(self) -> None:
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, not {self.transform!r}")
-        if not 0 <= self.alpha <= 1:
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
     def check_mixture(self, p: float, eps: float) -> None:
@@ -142,9 +155,12 @@ class SATSchedule:
                              "perturbation stays within eps")
 
     def effective_alpha(self, epochs: int) -> float:
-        """``alpha``, or ``0.6 ** (20 / epochs)`` with ``short_schedule`` (so a run of any
-        length ends as far into the schedule as the paper's 200 epochs)."""
-        return 0.6 ** (20 / max(int(epochs), 1)) if self.short_schedule else self.alpha
+        """``alpha`` when set, else :func:`schedule_alpha` of the run's ``epochs``."""
+        return schedule_alpha(epochs) if self.alpha is None else float(self.alpha)
+
+    def for_run(self, epochs: int):
+        """This method with ``alpha`` resolved for a run of ``epochs`` (recorded)."""
+        return dataclasses.replace(self, alpha=self.effective_alpha(epochs))
 
     def sat_delta(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         """``eps0 * delta`` at ``ctx.epoch`` (before clipping to [0, 1])."""
@@ -169,9 +185,9 @@ class SAT(SATSchedule, TrainingMethod):
     """``CE(model(clip(x + eps0 * delta)), y)``, delta of Eq. 9 (see module docstring).
 
     Args:
-        eps0: perturbation size (8/255). alpha: ``0.6 ** (1/10)``; the random-sign
-            probability at 0-based epoch ``t`` is ``alpha ** t``.
-        short_schedule: use ``alpha = 0.6 ** (20 / epochs)`` instead (recorded).
+        eps0: perturbation size (8/255). alpha: the random-sign probability at
+            0-based epoch ``t`` is ``alpha ** t``; unset, ``0.6 ** (20 / epochs)`` (the
+            paper's ``0.6 ** (1/10)`` at 200 epochs; recorded in the run's params).
         transform: ``sign`` (paper), ``minmax`` (public code, non-GBP maps) or ``raw``.
 
     Several ``--saliency`` sources: each image draws one per step (paper 000, Table 7).

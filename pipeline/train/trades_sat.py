@@ -26,7 +26,7 @@ class TRADESSAT(SATSchedule, TrainingMethod):
         p: probability of the SAT branch per batch (0.5).
         beta: KL weight; 1.0 as the public code hard-codes (``student_trades.py``).
         eps, steps, step_size: the TRADES inner maximisation (8/255, 10, 2/255).
-        eps0, alpha, short_schedule, transform: the SAT branch (see ``sat``).
+        eps0, alpha, transform: the SAT branch (see ``sat``).
 
     Every perturbation stays within ``eps`` (``eps0 <= eps`` is required). Unlike its
     PGD-SAT, the public TRADES-SAT (``AttackTRADES.attack3``) takes the saliency step

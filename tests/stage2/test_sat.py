@@ -37,14 +37,24 @@ def batch(n=4, size=16, seed=0, sources=("a",)):
 
 
 def test_schedule_matches_public_code():
-    """alpha ** epoch == 0.6 ** (epoch / 10) (the public code's noise probability)."""
-    m = SAT()
-    for epoch in (0, 1, 7, 50, 100):
-        assert noise_probability(m.effective_alpha(100), epoch) == pytest.approx(
-            0.6 ** (epoch / 10))
-    short = SAT(short_schedule=True)
-    assert short.effective_alpha(20) == pytest.approx(0.6)
-    assert noise_probability(short.effective_alpha(20), 20) == pytest.approx(0.6 ** 20)
+    """At the paper's 200 epochs, alpha ** epoch == 0.6 ** (epoch / 10): the public
+    code's noise probability (``1 - np.power(0.6, epoch / 10.0)`` is the map's share)."""
+    m = SAT().for_run(200)
+    for epoch in (0, 1, 7, 50, 100, 199):
+        assert noise_probability(m.alpha, epoch) == pytest.approx(0.6 ** (epoch / 10))
+
+
+@pytest.mark.parametrize("epochs", [4, 5, 15, 30])
+def test_short_run_keeps_the_schedule_shape(epochs):
+    """alpha = 0.6 ** (20 / E): the noise share at a fraction f of a short run equals
+    the paper's at the same fraction of 200 epochs; an explicit alpha is kept."""
+    m = SAT().for_run(epochs)
+    assert m.alpha == pytest.approx(0.6 ** (20 / epochs))
+    for e in range(epochs):
+        paper_epoch = e * 200 / epochs
+        assert noise_probability(m.alpha, e) == pytest.approx(0.6 ** (paper_epoch / 10))
+    assert SAT(alpha=0.9).for_run(epochs).alpha == 0.9
+    assert SAT().for_run(epochs).for_run(epochs) == m  # idempotent (resume)
 
 
 def test_alpha_one_is_pure_noise():
@@ -75,7 +85,7 @@ def test_alpha_zero_is_minus_eps_sign():
 
 def test_noise_share_follows_schedule():
     b = batch(n=16, size=32)
-    p = noise_probability(SAT().alpha, 10)  # 0.6
+    p = noise_probability(SAT().for_run(200).alpha, 10)  # 0.6
     step = sat_step(b.x, b.saliency, eps0=1.0, noise_prob=p, transform="sign",
                     generator=torch.Generator().manual_seed(2))
     agree = (step == -b.saliency["a"].sign()).float().mean().item()

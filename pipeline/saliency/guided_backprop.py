@@ -16,9 +16,13 @@ from pipeline.saliency.base import SaliencyMethod, guided_logit_grad
 class GuidedBackprop(SaliencyMethod):
     """Gradient of the target logit with every ReLU's backward clamped to ``>= 0``.
 
-    Implemented with temporary forward hooks on the model's ``nn.ReLU`` modules (all
-    salpipe models use modules, so no ReLU is missed, unlike the public SAT code), one
-    batched backward pass. Equals Captum's ``GuidedBackprop``. No hyperparameters.
+    Implemented with temporary forward hooks on the model's ``nn.ReLU`` modules, one
+    batched backward pass. Every registered salpipe model writes each ReLU as its own
+    module, so none is missed (unlike the public SAT code, whose functional ReLUs turn
+    its "GBP" into the plain gradient); ``tests/saliency/test_gbp_relu_modules.py``
+    checks this on each model by watching every ReLU-like call of a forward pass. On
+    models with only module ReLUs this equals Captum's ``GuidedBackprop`` (which shares
+    the module-only blind spot). No hyperparameters.
     """
 
     def _attribute(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

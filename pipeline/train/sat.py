@@ -17,6 +17,12 @@ ends as far into the schedule as the paper's run (the noise share falls to
 ``0.6 ** 20`` at the last epoch; at ``E = 200`` this is the paper's ``0.6 ** (1 / 10)``).
 The value is resolved before training (:meth:`SATSchedule.for_run`) and recorded in the
 run's params.
+
+Several sources (paper 000, Table 7): the paper selects "the saliency map to be used in
+SAT randomly between these two maps", without saying how often. ``mix="image"`` (the
+default) draws a source per image per step; ``mix="epoch"`` draws one source, uniformly
+at random, for every image of an epoch, as the public code's ``student_ensemble.py``
+does (one fair coin per epoch picks the teacher); see :func:`epoch_source`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,6 +46,7 @@ from pipeline.train.method import (
 )
 
 TRANSFORMS = ("sign", "minmax", "raw")
+MIXES = ("image", "epoch")
 PAPER_EPOCHS = 200
 
 
@@ -74,9 +82,30 @@ def noise_probability(alpha: float, epoch: int) -> float:
     return float(alpha) ** int(epoch)
 
 
+def epoch_source(n_sources: int, epoch: int, generator: torch.Generator | None) -> int:
+    """The source index (into the sorted source names) every image uses at ``epoch``.
+
+    Uniform over ``n_sources``, drawn independently per epoch (so two epochs in a row may
+    share a source, as with the public code's per-epoch coin). The draw is a pure
+    function of ``epoch`` and the run's seed (``generator.initial_seed()``, 0 without a
+    generator): every step of the epoch gets the same source without any state, the
+    method's RNG stream is not consumed, and a resumed run draws the same sources.
+    """
+    seed = generator.initial_seed() if generator is not None else 0
+    return int(np.random.default_rng([seed, int(epoch)]).integers(n_sources))
+
+
 def pick_sources(saliency: dict[str, torch.Tensor], generator: torch.Generator | None,
-                 batch_size: int) -> torch.Tensor:
-    """One map per image, each image drawing one of the sources uniformly (Table 7).
+                 batch_size: int, *, mix: str = "image", epoch: int = 0) -> torch.Tensor:
+    """One map per image from one of the sources, chosen uniformly (Table 7).
+
+    Args:
+        saliency: source name -> maps ``[B, C', H, W]``.
+        generator: the method's RNG (ctx.generator); ``mix="image"`` draws from it.
+        batch_size: ``B``.
+        mix: ``image`` (each image draws its own source at every step) or ``epoch``
+            (all images of ``epoch`` take the source of :func:`epoch_source`).
+        epoch: 0-based epoch (used by ``mix="epoch"`` only).
 
     Returns:
         ``[B, C', H, W]`` float; with one source, that source's maps.
@@ -84,9 +113,13 @@ def pick_sources(saliency: dict[str, torch.Tensor], generator: torch.Generator |
     if not saliency:
         raise ValueError("SAT needs at least one saliency source in batch.saliency "
                          "(salpipe train --saliency SOURCE)")
+    if mix not in MIXES:
+        raise ValueError(f"SAT mix must be one of {MIXES}, not {mix!r}")
     maps = [saliency[k] for k in sorted(saliency)]
     if len(maps) == 1:
         return maps[0]
+    if mix == "epoch":  # a 1-channel map is broadcast to x later (sat_direction)
+        return maps[epoch_source(len(maps), epoch, generator)]
     shapes = {tuple(m.shape) for m in maps}
     if len(shapes) != 1:  # e.g. a 1-channel Grad-CAM++ next to a 3-channel GBP
         c = max(m.shape[1] for m in maps)
@@ -115,19 +148,22 @@ def sat_direction(s: torch.Tensor, x: torch.Tensor, noise_prob: float,
 
 
 def sat_step(x: torch.Tensor, saliency: dict[str, torch.Tensor], *, eps0: float,
-             noise_prob: float, transform: str,
-             generator: torch.Generator | None) -> torch.Tensor:
-    """``eps0 * delta`` with delta from Eq. 9 (one source per image), before clipping."""
-    s = transform_map(pick_sources(saliency, generator, x.shape[0]), transform)
+             noise_prob: float, transform: str, generator: torch.Generator | None,
+             mix: str = "image", epoch: int = 0) -> torch.Tensor:
+    """``eps0 * delta`` with delta from Eq. 9 (sources mixed as :func:`pick_sources`),
+    before clipping."""
+    s = transform_map(pick_sources(saliency, generator, x.shape[0], mix=mix, epoch=epoch),
+                      transform)
     return eps0 * sat_direction(s, x, noise_prob, generator)
 
 
 def sat_perturb(x: torch.Tensor, saliency: dict[str, torch.Tensor], *, eps0: float,
-                noise_prob: float, transform: str,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """``clip(x + eps0 * delta, 0, 1)`` with delta from Eq. 9 (one source per image)."""
+                noise_prob: float, transform: str, generator: torch.Generator | None,
+                mix: str = "image", epoch: int = 0) -> torch.Tensor:
+    """``clip(x + eps0 * delta, 0, 1)`` with delta from Eq. 9 (sources as
+    :func:`pick_sources`)."""
     step = sat_step(x, saliency, eps0=eps0, noise_prob=noise_prob, transform=transform,
-                    generator=generator)
+                    generator=generator, mix=mix, epoch=epoch)
     return (x + step).clamp(0, 1).detach()
 
 
@@ -138,10 +174,13 @@ class SATSchedule:
     eps0: float = budget_field(8 / 255)
     alpha: float | None = None  # None: schedule_alpha(epochs), resolved by for_run
     transform: str = "sign"
+    mix: str = "image"  # several sources: a source per image per step, or per epoch
 
     def check_sat(self) -> None:
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, not {self.transform!r}")
+        if self.mix not in MIXES:
+            raise ValueError(f"mix must be one of {MIXES}, not {self.mix!r}")
         if self.alpha is not None and not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
@@ -166,7 +205,8 @@ class SATSchedule:
         """``eps0 * delta`` at ``ctx.epoch`` (before clipping to [0, 1])."""
         p = noise_probability(self.effective_alpha(ctx.epochs), ctx.epoch)
         return sat_step(batch.x, batch.saliency, eps0=self.eps0, noise_prob=p,
-                        transform=self.transform, generator=ctx.generator)
+                        transform=self.transform, generator=ctx.generator, mix=self.mix,
+                        epoch=ctx.epoch)
 
     def sat_input(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
         """The SAT-perturbed batch ``clip(x + eps0 * delta, 0, 1)`` at ``ctx.epoch``."""
@@ -189,8 +229,10 @@ class SAT(SATSchedule, TrainingMethod):
             0-based epoch ``t`` is ``alpha ** t``; unset, ``0.6 ** (20 / epochs)`` (the
             paper's ``0.6 ** (1/10)`` at 200 epochs; recorded in the run's params).
         transform: ``sign`` (paper), ``minmax`` (public code, non-GBP maps) or ``raw``.
+        mix: several ``--saliency`` sources (paper 000, Table 7): ``image`` (default;
+            each image draws one uniformly per step) or ``epoch`` (one uniform draw per
+            epoch for every image, as the public ``student_ensemble.py``).
 
-    Several ``--saliency`` sources: each image draws one per step (paper 000, Table 7).
     Costs one forward/backward per batch, like standard training.
     """
 

@@ -55,3 +55,23 @@ def discrepancy(cams: torch.Tensor, cams_adv: torch.Tensor, logits_adv: torch.Te
     other = F.one_hot(y, logits_adv.shape[1]).bool()
     p = F.softmax(logits_adv.masked_fill(other, float("-inf")), dim=1)
     return 0.5 * true + 0.5 * (p * l1.masked_fill(other, 0.0)).sum(1)
+
+
+def paired_logits_and_cams(
+    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits and CAMs of ``x`` and of ``x_adv`` from ONE forward pass of
+    ``cat([x, x_adv])`` (differentiable).
+
+    Under train-mode BatchNorm the clean and the adversarial CAMs are thus normalised
+    with the same batch statistics, those of the concatenated batch (two separate passes
+    would normalise each half by its own statistics and put the discrepancy partly
+    down to the statistics); under eval mode the result equals two separate passes.
+
+    Shape:
+        x, x_adv: ``[B, C, H, W]``; returns ``[B, K]``, ``[B, K, h, w]``, ``[B, K]``,
+        ``[B, K, h, w]`` (views of the pass's ``[2B, ...]`` outputs).
+    """
+    logits, cams = logits_and_cams(model, torch.cat([x, x_adv]))
+    b = len(x)
+    return logits[:b], cams[:b], logits[b:], cams[b:]

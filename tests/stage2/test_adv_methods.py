@@ -89,21 +89,22 @@ def test_cams_match_model():
 
 
 def test_int_eps_ramp_and_variants():
-    m = TRAINING.get("int")(warmup_epochs=4, steps=2)
-    assert [m.eps_at(e) for e in (0, 2, 4, 9)] == pytest.approx([0, EPS / 2, EPS, EPS])
+    # the ramp per optimiser step (the public schedule: tests/stage2/test_int_reference.py)
+    m = TRAINING.get("int")(ramp_start=0.0, ramp_end=0.4, steps=2)
+    assert [m.eps_at(s, 10) for s in (0, 2, 4, 9)] == pytest.approx([0, EPS / 2, EPS, EPS])
     b = batch()
     net = model()
-    # epoch 0: eps 0, x' = x, D~ = 0, loss = CE(x)
+    # step 0: eps 0, x' = x, D~ = 0, loss = CE(x) (cat([x, x]) has x's BN statistics)
     loss0 = m.batch_loss(net, b, ctx(epoch=0)).loss
     assert loss0.item() == pytest.approx(F.cross_entropy(net(b.x), b.y).item(), abs=1e-5)
     for name in ("int", "int_adv", "int2", "int2_adv", "int_one_class"):
-        meth = TRAINING.get(name)(steps=2, warmup_epochs=0)
+        meth = TRAINING.get(name)(steps=2, ramp_end=0.0)
         out = meth.adversarial(net, b, ctx(epoch=1))
         assert (out - b.x).abs().max() <= EPS + 1e-6
         loss = meth.batch_loss(net, b, ctx(epoch=1)).loss
         assert torch.isfinite(loss)
     # Int's inner PGD increases D~ over the start
-    meth = TRAINING.get("int")(steps=5, warmup_epochs=0)
+    meth = TRAINING.get("int")(steps=5, ramp_end=0.0)
     net.eval()
     with torch.no_grad():
         _, cams = logits_and_cams(net, b.x)
@@ -122,11 +123,11 @@ def test_fat_stops_after_tau():
     y = net(x).argmax(1)  # all correctly classified at the start
     y[:4] = (y[:4] + 1) % 10  # these are wrong already: tau = 0 stops them at once
     x_adv, taken = early_stopped_pgd(net, x, y, eps=EPS, step_size=2 / 255, steps=5,
-                                     tau=0, omega=0.0)
+                                     tau=0, omega=0.0, random_start=False)
     assert (taken[:4] == 0).all()
     assert torch.equal(x_adv[:4], x[:4])
     _, taken1 = early_stopped_pgd(net, x, y, eps=EPS, step_size=2 / 255, steps=5,
-                                  tau=1, omega=0.0)
+                                  tau=1, omega=0.0, random_start=False)
     assert (taken1[:4] == 1).all()  # one more step after the first misclassification
     assert (taken <= 5).all() and (taken1 >= taken).all()
 
@@ -161,7 +162,7 @@ def test_budgets(name, seed, eps):
     if name == "part":
         kw["eps_low"] = eps / 510
     if name.startswith("int"):
-        kw["warmup_epochs"] = 0
+        kw["ramp_end"] = 0.0  # full eps at every step
     b = batch(seed=seed)
     out = cls(**kw).adversarial(model(), b, ctx(epoch=3, seed=seed))
     assert (out - b.x).abs().max() <= eps / 255 + 1e-6

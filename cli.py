@@ -329,6 +329,34 @@ def cache_export_cmd(store, out, split, source) -> None:
     click.echo(f"wrote {res['out']}: {len(res['arrays'])} arrays, {res['bytes']} bytes")
 
 
+@main.command("check-sweep")
+@click.argument("sweep")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Also write the comparison as JSON (read by `salpipe report`).")
+@click.option("--quiet", is_flag=True, help="Print only the summary and the errors.")
+def check_sweep_cmd(sweep, out, quiet) -> None:
+    """Check that every comparison a sweep's report makes is fair.
+
+    SWEEP is a sweep name (config/sweeps/NAME.yaml) or a path to a sweep file. Lists
+    every pair of students the report puts side by side and the settings they share;
+    exits 1 if a pair differs in a setting neither student declares as a deviation.
+    Reads the sweep and training config files; writes only --out.
+    """
+    from pipeline.stages.check_sweep import compare, write_comparison
+    from pipeline.stages.sweep import load_dag_of
+
+    result = compare(load_dag_of(sweep))
+    text = result.text()
+    if quiet:
+        text = "\n".join(ln for ln in text.splitlines()
+                         if "ERROR" in ln or ln.startswith("sweep "))
+    click.echo(text)
+    if out is not None:
+        write_comparison(result, out)
+    if result.errors:
+        raise click.exceptions.Exit(1)
+
+
 @main.command("show-saliency")
 @click.option("--store", required=True, help="Data set store (path or fsspec URL).")
 @click.option("--source", required=True, help="Saliency source, e.g. resnet10_adv.gbp.")
@@ -398,10 +426,13 @@ def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_m
 @click.option("--gallery-source", multiple=True,
               help="Saliency source to draw from --gallery-store (repeatable).")
 @click.option("--gallery-split", default="test", show_default=True)
+@click.option("--comparisons", type=click.Path(path_type=Path),
+              help="comparisons.json of `salpipe check-sweep --out`: training settings "
+                   "and declared deviations beside the rows.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Report folder.")
 @click.argument("more_results", nargs=-1, type=click.Path(path_type=Path))
-def report(results, runs, gallery, gallery_store, gallery_source, gallery_split, out,
-           more_results):
+def report(results, runs, gallery, gallery_store, gallery_source, gallery_split, comparisons,
+           out, more_results):
     """Write report.md, report.html and PNG figures from results tables.
 
     Reads the results tables, data/paper_tables/*.csv, optional run directories, gallery
@@ -413,7 +444,7 @@ def report(results, runs, gallery, gallery_store, gallery_source, gallery_split,
     summary = run_report([*results, *more_results], out, runs=list(runs),
                          galleries=list(gallery),
                          gallery_store=gallery_store, gallery_sources=list(gallery_source),
-                         gallery_split=gallery_split)
+                         gallery_split=gallery_split, comparisons=comparisons)
     click.echo(f"report written to {summary['out']} ({len(summary['tables'])} tables, "
                f"{summary['flags']} flags)")
 

@@ -23,6 +23,7 @@ class Dag:
     data_root: str
     device: str = "auto"
     scheduler: str | None = None
+    registries: Registries | None = None  # the students' params inherit the threat model
 
     @classmethod
     def from_config(cls, config: dict, sweeps_dir: str | Path = "config/sweeps",
@@ -32,7 +33,8 @@ class Dag:
         name = config.get("sweep", "tiny")
         sweep = load_sweep(Path(sweeps_dir) / f"{name}.yaml", registries=registries)
         root = config.get("data_root") or sweep.data_root
-        return cls(sweep, root, config.get("device", "auto"), config.get("scheduler"))
+        return cls(sweep, root, config.get("device", "auto"), config.get("scheduler"),
+                   registries)
 
     # -- lists for expand() and wildcard constraints ------------------------------------
 
@@ -96,13 +98,30 @@ class Dag:
     def student_sources(self, student: str) -> list[str]:
         return list(self.sweep.students[student].saliency)
 
+    def student_params(self, dataset: str, student: str) -> dict:
+        """The method params a student trains with: its own plus every threat-model
+        field of its method from the sweep's threat model (nothing left to a class
+        default the sweep did not choose)."""
+        if self.registries is None:
+            raise ValueError("Dag.student_params needs the registries "
+                             "(pipeline.stages.sweep.load_dag)")
+        return self.sweep.student_params(dataset, student, self.registries.training)
+
+    def student_train(self, dataset: str, student: str) -> dict:
+        """Training-config changes of a student: its ``bn_mode`` (else the threat
+        model's) and its ``train`` entries."""
+        s = self.sweep.students[student]
+        bn = self.sweep.bn_mode_for(dataset, student)
+        return {**({"bn_mode": bn} if bn else {}), **s.train}
+
     def student_args(self, dataset: str, student: str, seed: int) -> list[str]:
         s, net = self.sweep.students[student], self.sweep.student
         width = ["--width", f"{net.width}"] if net.width is not None else []
         sal = [word for src in s.saliency for word in ("--saliency", f"{src}")]
         return ["--method", f"{s.method}", *sal, "--arch", f"{net.arch}", *width,
-                "--config", f"{net.train}", *self._test_split(dataset), "--seed", f"{seed}",
-                *_kv("-p", s.params)]
+                "--config", f"{net.train}", *self._test_split(dataset),
+                *_kv("-s", self.student_train(dataset, student)), "--seed", f"{seed}",
+                *_kv("-p", self.student_params(dataset, student))]
 
     def student_config(self) -> str:
         return self.sweep.student.train

@@ -8,14 +8,52 @@ those choices, so a job's command in its log reproduces it by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.config import ConfigError, build_method, from_dict, load_yaml_file
+from pipeline.config import (
+    ConfigError,
+    budget_field,
+    build_method,
+    from_dict,
+    load_yaml_file,
+)
 from pipeline.config.sad import SadConfig
+from pipeline.core.budget import parse_budget
 from pipeline.core.registry import Registry
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """The training threat model of a sweep: what every attack-based student inherits.
+
+    Args:
+        eps: l-inf radius of every training attack (and SAT's ``eps0``, the noise
+            amplitude of the uniform-noise baselines).
+        steps, step_size: the inner attack's steps and step size.
+        random_start: start the inner PGD from U[-eps, eps] (methods whose reference
+            fixes another start, e.g. TRADES' x + 0.001 N(0, 1), keep theirs; the
+            comparison check shows it).
+        bn_mode: BatchNorm mode while crafting training attacks (``eval``: running
+            statistics; ``train``: batch statistics, as the SAT code).
+    """
+
+    eps: float = budget_field(8 / 255)
+    steps: int = 10
+    step_size: float = budget_field(2 / 255)
+    random_start: bool = True
+    bn_mode: Literal["eval", "train"] = "eval"
+
+
+# method fields a student inherits from the threat model: field -> threat setting
+THREAT_FIELDS = {"eps": "eps", "steps": "steps", "step_size": "step_size",
+                 "random_start": "random_start", "eps0": "eps", "noise_eps": "eps"}
+# what a student may declare as a deviation (the settings the comparison check compares)
+DEVIATION_KEYS = ("eps", "steps", "step_size", "random_start", "bn_mode", "beta", "epochs",
+                  "batch_size", "opt", "sched", "aug", "teacher")
 
 
 @dataclass(frozen=True)
@@ -26,6 +64,8 @@ class DatasetSpec:
     root: str | None = None  # relative to the sweep's data_root; None for generated sets
     params: dict[str, Any] = field(default_factory=dict)
     eval_split: str = "test"
+    # this data set's changes to the sweep's threat model (e.g. CUB: 32 steps of 1/255)
+    threat: dict[str, Any] = field(default_factory=dict)
     # images evaluated on this data set when its split is smaller than the sweep's
     # evaluate.n (salpipe evaluate refuses an --n beyond the split); None: evaluate.n
     eval_n: int | None = None
@@ -61,12 +101,23 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """A stage-two student: training method, its params and the sources it reads."""
+    """A stage-two student: training method, its params and the sources it reads.
+
+    ``params`` set the method's own hyperparameters; the threat model (eps, steps,
+    step size, random start) comes from the sweep's ``threat`` and ``bn_mode`` from
+    there too unless set here. ``train``: changes to the shared training config
+    (dotted keys, ``{opt.lr: 0.01}``). ``deviations``: setting -> reason, for every
+    setting in which this student differs from the sweep's threat model or from a
+    student it is compared with (``salpipe check-sweep``); the report prints them.
+    """
 
     method: str
     params: dict[str, Any] = field(default_factory=dict)
     saliency: tuple[str, ...] = ()
     datasets: tuple[str, ...] | None = None
+    bn_mode: Literal["eval", "train"] | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    deviations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +159,7 @@ class Sweep:
     student: StudentTrain
     students: dict[str, StudentSpec]
     sad: dict[str, SadModelSpec] = field(default_factory=dict)
+    threat: ThreatModel | None = None
     seeds: tuple[int, ...] = (0,)
     evaluate: EvalSpec = EvalSpec()
     data_root: str = "../shared/data"
@@ -122,6 +174,37 @@ class Sweep:
 
     def sources_for(self, dataset: str) -> list[str]:
         return [s for s, spec in self.saliency.items() if self._on(spec.datasets, dataset)]
+
+    def threat_for(self, dataset: str) -> ThreatModel | None:
+        """The sweep's threat model with ``dataset``'s changes (None: no threat model)."""
+        changes = self.datasets[dataset].threat
+        if self.threat is None:
+            return from_dict(ThreatModel, changes, f"datasets.{dataset}.threat") if changes \
+                else None
+        return from_dict(ThreatModel, {**_threat_dict(self.threat), **changes},
+                         f"datasets.{dataset}.threat")
+
+    def bn_mode_for(self, dataset: str, student: str) -> str | None:
+        """The student's BatchNorm mode while crafting: its own, else the threat's."""
+        own = self.students[student].bn_mode
+        threat = self.threat_for(dataset)
+        return own or (threat.bn_mode if threat is not None else None)
+
+    def student_params(self, dataset: str, student: str, training: Registry) -> dict[str, Any]:
+        """The student's method params with every threat-model field the method has
+        filled in from :meth:`threat_for` (so no student trains with a class default
+        it did not choose); the student's own params win (a declared deviation)."""
+        spec = self.students[student]
+        params = dict(spec.params)
+        threat = self.threat_for(dataset)
+        if threat is None:
+            return params
+        cls = training.get(spec.method)
+        names = {f.name for f in dataclasses.fields(cls)}
+        for name, setting in THREAT_FIELDS.items():
+            if name in names and name not in params:
+                params[name] = _threat_value(threat, setting)
+        return params
 
     def students_for(self, dataset: str) -> list[str]:
         plain = [s for s, spec in self.students.items() if self._on(spec.datasets, dataset)]
@@ -184,9 +267,21 @@ def validate_sweep(p: Sweep, registries: Registries | None = None) -> None:
             if r is not None:
                 build_method(r.saliency, s.method or method, s.params, where)
         _check_datasets(p, s.datasets, f"{where}.datasets")
+    for name, d in p.datasets.items():
+        if d.threat:
+            p.threat_for(name)  # a typo or bad value in the data set's changes
     for name, s in p.students.items():
+        for key in s.deviations:
+            if key not in DEVIATION_KEYS:
+                raise ConfigError(f"students.{name}.deviations: {key!r} is not a compared "
+                                  f"setting; allowed: {', '.join(DEVIATION_KEYS)}")
         if r is not None:
             build_method(r.training, s.method, s.params, f"students.{name}")
+            _check_threat(p, name, s, r.training)
+            for d in p.datasets:
+                if p._on(s.datasets, d):
+                    build_method(r.training, s.method, p.student_params(d, name, r.training),
+                                 f"students.{name}")
         for src in s.saliency:
             if src not in p.saliency:
                 raise ConfigError(
@@ -207,9 +302,73 @@ def validate_sweep(p: Sweep, registries: Registries | None = None) -> None:
             raise ConfigError(f"sad.{name}: the name is already a student")
 
 
+def _threat_dict(t: ThreatModel) -> dict[str, Any]:
+    return {f.name: _threat_value(t, f.name) for f in dataclasses.fields(t)}
+
+
+def _threat_value(t: ThreatModel, setting: str) -> Any:
+    """A threat setting as a sweep file writes it (budgets as ``k/255`` when exact)."""
+    v = getattr(t, setting)
+    if setting in ("eps", "step_size"):
+        return budget_text(v)
+    return v
+
+
+def budget_text(v: float) -> str:
+    """``8/255``, ``2.5/255`` for budgets on a 1/510 grid, else the decimal."""
+    k = round(v * 510)
+    if abs(k / 510 - v) < 1e-12:
+        return f"{k / 2:g}/255"
+    return f"{v:.10g}"
+
+
 def _check_name(registry, name: str, where: str) -> None:
     if name not in registry:
         raise ConfigError(f"{where}: unknown {registry.family} {name!r}; known: {', '.join(registry.names())}")
+
+
+def _check_threat(p: Sweep, name: str, s: StudentSpec, training: Registry) -> None:
+    """An attack-based student needs the sweep's threat model, and may differ from it
+    only in settings it declares as deviations."""
+    fields = {f.name for f in dataclasses.fields(training.get(s.method))}
+    uses = sorted(fields & set(THREAT_FIELDS))
+    if not uses:
+        return
+    if p.threat is None:
+        raise ConfigError(
+            f"sweep {p.name}: student {name} ({s.method}) crafts training perturbations "
+            f"({', '.join(uses)}) but the sweep has no threat model; add "
+            "threat: {eps: 8/255, steps: 10, step_size: 2/255, random_start: true, "
+            "bn_mode: eval} (every such student inherits it)")
+    for key in uses:
+        if key not in s.params:
+            continue
+        setting = THREAT_FIELDS[key]
+        for d in p.datasets:
+            if not p._on(s.datasets, d):
+                continue
+            threat = getattr(p.threat_for(d), setting)
+            mine = s.params[key]
+            if setting in ("eps", "step_size"):
+                try:
+                    mine = parse_budget(mine, field=f"students.{name}.params.{key}")
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+                same = abs(mine - threat) < 1e-12
+            else:
+                same = mine == threat
+            if not same and setting not in s.deviations:
+                raise ConfigError(
+                    f"students.{name}.params.{key}: {s.params[key]} differs from the sweep's "
+                    f"threat model ({setting} {_threat_value(p.threat_for(d), setting)} on "
+                    f"{d}); drop it, or declare it: deviations: {{{setting}: <reason>}}")
+    if s.bn_mode is not None and "bn_mode" not in s.deviations:
+        for d in p.datasets:
+            if p._on(s.datasets, d) and s.bn_mode != p.threat_for(d).bn_mode:
+                raise ConfigError(
+                    f"students.{name}.bn_mode: {s.bn_mode} differs from the sweep's threat "
+                    f"model ({p.threat_for(d).bn_mode}); declare it: "
+                    "deviations: {bn_mode: <reason>}")
 
 
 def _check_datasets(p: Sweep, names: tuple[str, ...] | None, where: str) -> None:

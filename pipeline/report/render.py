@@ -30,6 +30,7 @@ from pipeline.report.tables import (
     flags_table,
     load_paper_tables,
     metric_tables,
+    settings_tables,
 )
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def _md(df: pd.DataFrame) -> str:
 def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
                   galleries: list[Path] | None = None,
                   draw: Callable[[Path], list[Path]] | None = None,
-                  inputs: dict | None = None) -> dict:
+                  inputs: dict | None = None, comparisons: dict | None = None) -> dict:
     """Build the report from one or more results tables (it reads tables, runs nothing).
 
     Every input is checked before anything is written: each results table must exist,
@@ -195,6 +196,9 @@ def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = 
         draw: ``draw(folder) -> PNG paths`` drawing more galleries into the report's
             folder (the report stage draws cached saliency sources this way).
         inputs: more inputs to record in the marker (e.g. the gallery store).
+        comparisons: the sweep's ``comparisons.json`` (``salpipe check-sweep``): each
+            student's training settings and declared deviations, printed in a section
+            of their own and beside the rows they touch.
 
     Returns:
         ``{"out", "tables", "figures", "flags"}``.
@@ -205,7 +209,7 @@ def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = 
     _check_inputs(list(runs or []), list(galleries or []))
     with atomic_dir(out_dir, check=lambda: check_report_dir(out_dir)) as tmp:
         drawn = draw(tmp) if draw is not None else []
-        summary = _write(df, tmp, runs or [], list(galleries or []), drawn)
+        summary = _write(df, tmp, runs or [], list(galleries or []), drawn, comparisons)
         marker = {"kind": MARKER_KIND, "command": "salpipe report",
                   "results": [str(p) for p in results],
                   "runs": [str(p) for p in runs or []],
@@ -219,9 +223,10 @@ def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = 
 
 
 def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
-           drawn: list[Path]) -> dict:
-    tables = accuracy_tables(df, load_paper_tables())
-    metrics, flags = metric_tables(df), flags_table(df)
+           drawn: list[Path], comparisons: dict | None = None) -> dict:
+    deviations = (comparisons or {}).get("deviations") or {}
+    tables = accuracy_tables(df, load_paper_tables(), deviations)
+    metrics, flags = metric_tables(df, deviations), flags_table(df)
     figures = robustness_curves(df, out)
     cost = read_training_cost(runs)
     cost_png = training_cost(cost, out)
@@ -235,9 +240,12 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
           (f"{len(df)} result rows from {df['model'].nunique()} model(s); accuracy in %, "
            "mean ± std over training seeds; `· paper` columns give the published number "
            "for the same cell (data/paper_tables).\n")]
-    parts = [("Accuracy", [(k, v) for k, v in tables.items()]),
-             ("Interpretation metrics", list(metrics.items()) or [("", pd.DataFrame())]),
-             ("Flags raised", [("", flags)])]
+    parts = [("Accuracy", [(k, v) for k, v in tables.items()])]
+    if comparisons:
+        parts.append(("Training settings and declared deviations (salpipe check-sweep)",
+                      list(settings_tables(comparisons).items())))
+    parts += [("Interpretation metrics", list(metrics.items()) or [("", pd.DataFrame())]),
+              ("Flags raised", [("", flags)])]
     if not cost.empty:
         per = cost.groupby("method")["epoch_seconds"].agg(["mean", "std", "count"]).round(2)
         parts.append(("Training cost (seconds per epoch)", [("", per)]))

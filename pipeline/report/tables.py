@@ -114,13 +114,19 @@ def _cell(gc: pd.DataFrame) -> str:
     return f"{per_seed.mean():.2f}"
 
 
-def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None,
+                    deviations: dict[str, dict[str, str]] | None = None,
+                    ) -> dict[str, pd.DataFrame]:
     """Paper-style tables: rows = methods, cells ``mean ± std (n seeds)`` of accuracy in %,
     each followed by a ``· paper`` column where a published number exists
     (data/paper_tables). An attack run at several budgets gets a table of its own
     (clean + budgets as columns, as paper 000 Table 1); the attacks run at a single
     budget share one table per preset (as paper 001 Table 1: WeakPGD, StrongPGD, ...);
-    the worst case gets one per preset."""
+    the worst case gets one per preset.
+
+    ``deviations``: student name -> {setting: reason} (``comparisons.json`` of
+    ``salpipe check-sweep``); a row whose student declares any gets a last column
+    ``declared deviations`` listing them."""
     paper = load_paper_tables() if paper is None else paper
     every = results[results["metric"] == "accuracy"].copy()
     acc = latest_rows(add_labels(every))
@@ -128,7 +134,8 @@ def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None) ->
     for (ds, arch, split), g in acc.groupby(["dataset", "arch", "split"], dropna=False, sort=False):
         for name, ga in _table_groups(g):
             ga = pd.concat([matching_clean(every, ga), ga])
-            frame = _build(ga, paper, ds, by_attack=not name.startswith("single"))
+            frame = _build(ga, paper, ds, by_attack=not name.startswith("single"),
+                           deviations=deviations or {})
             if name.startswith("worst_case") and "attack_params" in ga:
                 # say which attacks each budget's minimum is over
                 of = ga[ga["attack"] == "worst_case"].drop_duplicates("eps")
@@ -158,7 +165,34 @@ def _table_groups(g: pd.DataFrame):
             (g["attack"] == "worst_case") & (preset == p)]
 
 
-def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool) -> pd.DataFrame:
+def student_of(model: str) -> str:
+    """The sweep's student (or SAD model) name of a run name ``sat_gbp/seed0``."""
+    return str(model).split("/")[0]
+
+
+def row_deviations(models, deviations: dict[str, dict[str, str]]) -> str:
+    """``beta: reason; bn_mode: reason`` for the students behind one table row."""
+    seen = {}
+    for m in dict.fromkeys(models):
+        for key, why in (deviations.get(student_of(m)) or {}).items():
+            seen.setdefault(f"{key}: {why}", None)
+    return "; ".join(seen)
+
+
+def settings_tables(comparisons: dict) -> dict[str, pd.DataFrame]:
+    """Per data set, each student's compared training settings (and SAT's resolved
+    alpha) with its declared deviations: the ``comparisons.json`` of check-sweep."""
+    out = {}
+    devs = comparisons.get("deviations") or {}
+    for ds, table in (comparisons.get("settings") or {}).items():
+        frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
+        frame["declared deviations"] = [row_deviations([n], devs) for n in frame.index]
+        out[ds] = frame
+    return out
+
+
+def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool,
+           deviations: dict[str, dict[str, str]] | None = None) -> pd.DataFrame:
     """Cells of one table; columns are budgets (``by_attack``) or ``attack budget``."""
     table = {}
     for row, gr in ga.groupby("row", sort=True):
@@ -179,6 +213,10 @@ def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool) -> pd.Dat
             used |= names
             if ref:
                 cells[f"{col} · paper"] = ref
+        if deviations and "model" in gr:
+            declared = row_deviations(gr["model"], deviations)
+            if declared:
+                cells["declared deviations"] = declared
         table[row] = cells
     return pd.DataFrame.from_dict(table, orient="index").fillna("")
 
@@ -217,15 +255,19 @@ def _column_order(cols) -> list[str]:
         base = c.split(" · ")[0]
         if base == "clean":
             return (0, 0.0, " · " in c)
+        if base == "declared deviations":
+            return (2, 0.0, False)
         if " " in base:  # "attack budget": keep the order the preset ran them in
             return (1, float(first_seen[base]), " · " in c)
         return (1, float(Fraction(base)) if "/" in base else float(base), " · " in c)
     return sorted(cols, key=key)
 
 
-def metric_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def metric_tables(results: pd.DataFrame,
+                  deviations: dict[str, dict[str, str]] | None = None) -> dict[str, pd.DataFrame]:
     """Non-accuracy metrics (Kendall's tau, ISA success, excluded fractions), one table
-    per attack: rows = methods, columns = ``<eps> <metric>``, mean over seeds."""
+    per attack: rows = methods, columns = ``<eps> <metric>``, mean over seeds; with
+    ``deviations`` (as :func:`accuracy_tables`) a last column of declared deviations."""
     m = latest_rows(results[results["metric"] != "accuracy"])
     if m.empty:
         return {}
@@ -236,7 +278,13 @@ def metric_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         t = g.pivot_table(index="row", columns="col", values="value", aggfunc="mean")
         cols = sorted(t.columns, key=lambda c: (float(Fraction(c.split()[0])), c))
         ns = "/".join(str(v) for v in sorted(g["n"].unique())) if "n" in g else "?"
-        out[f"{attack} (n = {ns})"] = t[cols].round(3)
+        t = t[cols].round(3)
+        if deviations and "model" in g:
+            declared = {row: row_deviations(gr["model"], deviations)
+                        for row, gr in g.groupby("row")}
+            if any(declared.values()):
+                t["declared deviations"] = [declared.get(r, "") for r in t.index]
+        out[f"{attack} (n = {ns})"] = t
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.report.render import render_report
+from pipeline.stages.check_sweep import read_comparison
 from pipeline.stages.show_saliency import run_show_saliency
 
 
@@ -22,7 +23,7 @@ def draw_galleries(store: str | Path, sources: list[str], out: Path, *, split: s
 def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
                galleries: list[Path] | None = None, gallery_store: str | Path | None = None,
                gallery_sources: list[str] | None = None, gallery_split: str = "test",
-               gallery_n: int = 8) -> dict:
+               gallery_n: int = 8, comparisons: str | Path | None = None) -> dict:
     """Build the report from one or more results tables.
 
     Args:
@@ -36,6 +37,9 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
         galleries: saliency gallery PNGs (made elsewhere) to include as they are.
         gallery_store, gallery_sources: draw a gallery of the first ``gallery_n`` images
             of ``gallery_split`` for each cached saliency source named.
+        comparisons: the sweep's ``comparisons.json`` (``salpipe check-sweep --out``):
+            training settings per student and the declared deviations, shown beside
+            the rows they touch.
 
     Returns:
         ``{"out", "tables", "figures", "flags"}``.
@@ -48,5 +52,8 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
                "gallery_sources": list(gallery_sources or []),
                "gallery_split": gallery_split, "gallery_n": gallery_n}
               if gallery_store else {})
+    comp = read_comparison(comparisons) if comparisons is not None else None
+    if comparisons is not None:
+        inputs["comparisons"] = str(comparisons)
     return render_report(results, out_dir, runs, galleries,
-                         draw if gallery_store else None, inputs=inputs)
+                         draw if gallery_store else None, inputs=inputs, comparisons=comp)

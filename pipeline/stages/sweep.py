@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.config import ConfigError
 from pipeline.config.dag import Dag
 from pipeline.config.sweep import Registries, Sweep, load_sweep
 from pipeline.data import DATASETS
@@ -30,3 +31,25 @@ def load_checked_sweep(path: str | Path, overrides: dict | None = None) -> Sweep
 def load_dag(config: dict, sweeps_dir: str | Path = "config/sweeps") -> Dag:
     """The DAG of the Snakemake ``config``, its sweep checked against every registry."""
     return Dag.from_config(config, sweeps_dir, registries())
+
+
+def sweep_path(sweep: str | Path, sweeps_dir: str | Path = "config/sweeps") -> Path:
+    """A sweep given as a file path or as a name in ``sweeps_dir``; a name that is
+    neither is an error listing the known sweeps."""
+    path = Path(sweep)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep file {path} does not exist")
+        return path
+    named = Path(sweeps_dir) / f"{sweep}.yaml"
+    if not named.is_file():
+        known = sorted(p.stem for p in Path(sweeps_dir).glob("*.yaml"))
+        raise ConfigError(f"unknown sweep {str(sweep)!r}; known: {', '.join(known) or 'none'} "
+                          f"(in {sweeps_dir}), or give a path to a sweep file")
+    return named
+
+
+def load_dag_of(sweep: str | Path, sweeps_dir: str | Path = "config/sweeps") -> Dag:
+    """The DAG of one sweep (a name or a file path), checked against every registry."""
+    path = sweep_path(sweep, sweeps_dir)
+    return Dag.from_config({"sweep": path.stem}, path.parent, registries())

@@ -68,6 +68,7 @@ class TrainingMethod:
 
     ``needs_saliency`` is True for stage-two methods that read ``batch.saliency`` /
     ``batch.masks``; the stage refuses to start them without a source.
+    ``start`` names how a method without a ``random_start`` field starts its attack.
     ``saliency_kind`` says where the stage puts the sources named on the command line:
     ``map`` (cached maps -> ``batch.saliency``) or ``mask`` (cached salience masks ->
     ``batch.masks``).
@@ -75,6 +76,9 @@ class TrainingMethod:
 
     needs_saliency: bool = False
     saliency_kind: str = "map"
+    # how the training attack starts, for a method without a ``random_start`` field
+    # (shown and compared by ``salpipe check-sweep``); None: it crafts no attack
+    start: str | None = None
 
     def for_run(self, epochs: int) -> TrainingMethod:
         """This method with every setting that depends on the run's length resolved

@@ -76,6 +76,7 @@ class PART(TrainingMethod):
             PGD-AT first (0; the public code warms up 20 of 80 epochs).
     """
 
+    start = "uniform"  # MapPGD's uniform start in the per-pixel box
     eps: float = budget_field(8 / 255)
     eps_low: float = budget_field(7 / 255)
     top_fraction: float = 0.2

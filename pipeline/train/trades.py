@@ -29,6 +29,7 @@ class TRADES(TrainingMethod):
         eps: l-inf radius (8/255). steps: inner steps (10). step_size: 2/255.
     """
 
+    start = "normal 0.001"  # x + 0.001 N(0, 1), TRADES' reference
     beta: float = 6.0
     eps: float = budget_field(8 / 255)
     steps: int = 10

@@ -35,6 +35,7 @@ class TRADESSAT(SATSchedule, TrainingMethod):
 
     needs_saliency = True
     saliency_kind = "map"
+    start = "normal 0.001"  # its TRADES branch: x + 0.001 N(0, 1)
     p: float = 0.5
     beta: float = 1.0
     eps: float = budget_field(8 / 255)

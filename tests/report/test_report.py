@@ -129,3 +129,38 @@ def test_every_view_of_a_defence_shows_its_clean_accuracy():
     assert pgd.loc["sad <adaptive>", "8/255"] == "15.00"
     assert worst.loc["sad <all>", "clean"] == "25.80"
     assert worst.loc["sad <all>", "8/255"] == "4.00"
+
+
+def test_declared_deviations_sit_beside_the_rows_they_touch(tmp_path):
+    """``--comparisons``: each student's declared deviations in a last column of its
+    accuracy rows, and the settings table (with SAT's resolved alpha) in a section."""
+    df = pd.read_parquet(_fixture_results(tmp_path / "r0.parquet"))
+    df["model"] = df["method"] + "/seed" + df["seed"].astype(str)
+    df.to_parquet(tmp_path / "r.parquet")
+    comp = {"sweep": "t", "pairs": [],
+            "settings": {"cifar10": {"standard": {"epochs": "4"},
+                                     "sat": {"eps": "8/255", "alpha": "0.07776",
+                                             "epochs": "4"}}},
+            "deviations": {"sat": {"teacher": "the map is the variable"}}}
+    (tmp_path / "comparisons.json").write_text(json.dumps(comp))
+    run_report([tmp_path / "r.parquet"], tmp_path / "report",
+               comparisons=tmp_path / "comparisons.json")
+    md = (tmp_path / "report" / "report.md").read_text()
+    sat_rows = [ln for ln in md.splitlines() if ln.startswith("| sat [resnet10_adv.gbp]")]
+    assert sat_rows and all(ln.rstrip(" |").endswith("teacher: the map is the variable")
+                            for ln in sat_rows)
+    assert not any("the map is the variable" in ln for ln in md.splitlines()
+                   if ln.startswith("| standard"))
+    assert "Training settings and declared deviations" in md and "0.07776" in md
+    marker = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert marker["comparisons"] == str(tmp_path / "comparisons.json")
+
+
+def test_a_bad_comparisons_file_is_named(tmp_path):
+    res = _fixture_results(tmp_path / "r.parquet")
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"comparisons file .*c\.json is unreadable"):
+        run_report([res], tmp_path / "report", comparisons=tmp_path / "c.json")
+    with pytest.raises(FileNotFoundError, match=r"comparisons file .*missing\.json"):
+        run_report([res], tmp_path / "report", comparisons=tmp_path / "missing.json")
+    assert not (tmp_path / "report").exists()

@@ -1,10 +1,16 @@
 # The active sweep, the path scheme (the package never invents output paths), the
 # target function and wildcard constraints. Functions only; the rules are in stages.smk.
-from pipeline.stages.sweep import load_dag
+from pipeline.stages.check_sweep import check
+from pipeline.stages.sweep import load_dag, sweep_path
 
 SWEEP = load_dag(config)
+# Every comparison the report will make, checked before any job: a sweep whose students
+# differ in an undeclared setting (threat model, budget, BN mode, ...) does not start.
+check(SWEEP)
+SWEEP_FILE = str(sweep_path(config.get("sweep", "tiny")))
 P = SWEEP.sweep
 W = f"{config['workdir']}/{P.name}"
+COMPARISONS = f"{W}/comparisons.json"
 
 STORE = f"{W}/cache/{{dataset}}.zarr"
 PREPARED = f"{W}/flags/{{dataset}}/prepared"

@@ -185,10 +185,28 @@ rule evaluate:
         )
 
 
+rule check_sweep:
+    input:
+        sweep=SWEEP_FILE,
+        config=SWEEP.student_config(),
+    output:
+        COMPARISONS,
+    log:
+        f"{LOGS}/check_sweep.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/salpipe.yaml"
+    shell:
+        logged("salpipe check-sweep {input.sweep:q} --quiet --out {output:q}")
+
+
 rule report:
     input:
         results=all_results,
         galleries=all_galleries,
+        comparisons=COMPARISONS,
     output:
         html=f"{REPORT}/report.html",
         md=f"{REPORT}/report.md",
@@ -207,5 +225,5 @@ rule report:
     shell:
         logged(
             "salpipe report {params.results:q} {params.runs:q} {params.galleries:q}"
-            " --out {params.out:q}"
+            " --comparisons {input.comparisons:q} --out {params.out:q}"
         )

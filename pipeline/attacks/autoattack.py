@@ -43,6 +43,10 @@ class AutoAttackLinf(Attack):
         version: ``standard``, ``rand``, ``plus`` or ``custom``.
         attacks: with ``custom``, the AutoAttack attack names to run.
         batch_size: AutoAttack's internal batch size.
+        steps: iterations of each APGD attack (None: the library's 100).
+        restarts: restarts of each APGD attack (None: the version's; ``custom`` runs
+            APGD-CE with the library's 5).
+        n_target_classes: target classes of APGD-T (None: the library's 9).
         bn_mode: BatchNorm mode (keep ``eval``).
 
     The library seeds the global torch RNG with the call's ``seed`` (restored after).
@@ -57,9 +61,16 @@ class AutoAttackLinf(Attack):
     version: str = "standard"
     attacks: tuple[str, ...] = ()
     batch_size: int = 500
+    steps: int | None = None
+    restarts: int | None = None
+    n_target_classes: int | None = None
     bn_mode: str = "eval"
 
     def __post_init__(self):
+        for name in ("steps", "restarts", "n_target_classes"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"autoattack {name} must be >= 1, got {v}")
         if self.version not in VERSIONS:
             raise ValueError(f"autoattack version must be one of {VERSIONS}, not {self.version!r}")
         bad = [a for a in self.attacks if a not in AA_ATTACKS]
@@ -75,6 +86,13 @@ class AutoAttackLinf(Attack):
             device=x.device, attacks=list(self.attacks) if self.attacks else None,
         )
         adversary.verbose = False
+        for apgd in (adversary.apgd, adversary.apgd_targeted):
+            if self.steps is not None:
+                apgd.n_iter = int(self.steps)
+            if self.restarts is not None:
+                apgd.n_restarts = int(self.restarts)
+        if self.n_target_classes is not None:
+            adversary.apgd_targeted.n_target_classes = int(self.n_target_classes)
         reset_dynamic_check(aa)
         handler = _FlagHandler()
         aa_logger = logging.getLogger("auto-attack")

@@ -10,7 +10,7 @@ from torch import nn
 
 from pipeline.attacks import ATTACKS
 from pipeline.attacks.base import Attack
-from pipeline.attacks.cam_maps import cam_maps, kendall_tau
+from pipeline.attacks.cam_maps import kendall_tau, logits_and_cam_maps
 from pipeline.attacks.threat import LinfBall
 from pipeline.config import budget_field
 
@@ -20,14 +20,25 @@ def runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).argmax(1)
 
 
-def discrepancy_l1(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-                   target: torch.Tensor, cam_x: tuple | None = None) -> torch.Tensor:
-    """l1 2-class interpretation discrepancy ``D_{2,l1}`` (paper 004, Eq. 4), per example."""
-    if cam_x is None:
-        cam_x = (cam_maps(model, x, y), cam_maps(model, x, target))
-    d_y = (cam_x[0] - cam_maps(model, x_adv, y)).abs().flatten(1).sum(1)
-    d_t = (cam_x[1] - cam_maps(model, x_adv, target)).abs().flatten(1).sum(1)
+def discrepancy_l1(cam_x: tuple[torch.Tensor, torch.Tensor],
+                   cam_adv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """l1 2-class interpretation discrepancy ``D_{2,l1}`` (paper 004, Eq. 4), per example.
+
+    Args:
+        cam_x: CAMs ``(I(x, y), I(x, y'))``; cam_adv: ``(I(x', y), I(x', y'))``.
+
+    Shape:
+        each map ``[N, h, w]``; returns ``[N]``.
+    """
+    d_y = (cam_x[0] - cam_adv[0]).abs().flatten(1).sum(1)
+    d_t = (cam_x[1] - cam_adv[1]).abs().flatten(1).sum(1)
     return 0.5 * (d_y + d_t)
+
+
+def target_margin(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``max_{j != y'} f_j - f_{y'}`` per example (negative: classified as ``target``)."""
+    others = logits.masked_fill(F.one_hot(target, logits.shape[1]).bool(), float("-inf"))
+    return others.amax(1) - logits.gather(1, target[:, None]).squeeze(1)
 
 
 @ATTACKS.register("isa")
@@ -42,6 +53,12 @@ class ISA(Attack):
     else the last iterate of the largest ``lam`` tried. :meth:`example_metrics` gives
     ``isa_success`` and, over successful examples (NaN elsewhere), ``discrepancy_l1``
     and Kendall's tau of the true-class and target-class CAMs, clean vs attacked.
+
+    The CAMs (discrepancy and tau) are at the network's feature-map resolution, as the
+    public code's ``conv(features, W)``; a defence that wraps a network behind
+    ``purify`` is interpreted by the inner network's CAM of ``purify(x)``, and every
+    step takes the logits and both CAMs from one pass
+    (:func:`pipeline.attacks.cam_maps.logits_and_cam_maps`).
 
     Args:
         eps: l-inf budget.
@@ -80,10 +97,10 @@ class ISA(Attack):
         best_x, best_d = x.clone(), torch.full_like(lam, float("inf"))
         for t in range(self.steps + 1):
             x_adv = (x + delta).requires_grad_(True)
-            logits = model(x_adv)
-            others = logits.masked_fill(F.one_hot(target, logits.shape[1]).bool(), float("-inf"))
-            margin = others.amax(1) - logits.gather(1, target[:, None]).squeeze(1)
-            d = discrepancy_l1(model, x, x_adv, y, target, cam_x)
+            # one pass: logits and both CAMs (one purify step for a wrapped defence)
+            logits, cam_adv = logits_and_cam_maps(model, x_adv, y, target)
+            margin = target_margin(logits, target)
+            d = discrepancy_l1(cam_x, cam_adv)
             with torch.no_grad():
                 ok = (margin <= -self.kappa) & (d < best_d)
                 best_x = torch.where(ok[:, None, None, None], x_adv.detach(), best_x)
@@ -98,7 +115,7 @@ class ISA(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         target = self._targets(model, x, y)
         with torch.no_grad():
-            cam_x = (cam_maps(model, x, y), cam_maps(model, x, target))
+            cam_x = tuple(logits_and_cam_maps(model, x, y, target)[1])
         lam = torch.full((x.shape[0],), float(self.lam), device=x.device)
         lo, hi = torch.zeros_like(lam), torch.full_like(lam, float("inf"))
         out, out_d = x.clone(), torch.full_like(lam, float("inf"))
@@ -124,9 +141,9 @@ class ISA(Attack):
         """``isa_success`` (0/1) and, NaN where it failed, ``discrepancy_l1``,
         ``kendall_tau_true`` and ``kendall_tau_target``."""
         target = self._targets(model, x, y)
-        logits = model(x_adv)
-        others = logits.masked_fill(F.one_hot(target, logits.shape[1]).bool(), float("-inf"))
-        success = (others.amax(1) - logits.gather(1, target[:, None]).squeeze(1)) <= 0
+        _, cam_x = logits_and_cam_maps(model, x, y, target)
+        logits, cam_adv = logits_and_cam_maps(model, x_adv, y, target)
+        success = target_margin(logits, target) <= 0
         nan = torch.full(success.shape, float("nan"), dtype=torch.float64, device=x.device)
 
         def masked(v):
@@ -134,9 +151,7 @@ class ISA(Attack):
 
         return {
             "isa_success": success.double(),
-            "discrepancy_l1": masked(discrepancy_l1(model, x, x_adv, y, target)),
-            "kendall_tau_true": masked(kendall_tau(cam_maps(model, x, y),
-                                                   cam_maps(model, x_adv, y))),
-            "kendall_tau_target": masked(kendall_tau(cam_maps(model, x, target),
-                                                     cam_maps(model, x_adv, target))),
+            "discrepancy_l1": masked(discrepancy_l1(cam_x, cam_adv)),
+            "kendall_tau_true": masked(kendall_tau(cam_x[0], cam_adv[0])),
+            "kendall_tau_target": masked(kendall_tau(cam_x[1], cam_adv[1])),
         }

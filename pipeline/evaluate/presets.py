@@ -17,6 +17,9 @@ from pipeline.core.budget import parse_budget
 
 DEFAULT_PRESETS = Path(__file__).resolve().parents[2] / "config" / "presets.yaml"
 _LABEL = re.compile(r"^[a-z0-9_]+$")
+# ``views`` of a preset entry: each, whole, or these names (pipeline/evaluate/views.py)
+VIEW_NAMES = ("each", "whole", "adaptive", "adaptive_bpda", "smooth", "nonadaptive")
+WHEN = ("always", "random")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,12 @@ class AttackRun:
     name: str
     eps: float | None
     params: dict[str, Any] = field(default_factory=dict)
+    # the views of a defence this run is crafted in (pipeline/evaluate/views.py):
+    # ("each",) every view; ("whole",) once, on the whole defence (black-box and
+    # transfer attacks, whose result does not depend on the view); or view names
+    views: tuple[str, ...] = ("each",)
+    # ``always``; ``random``: only when the forward pass is random (EOT attacks)
+    when: str = "always"
 
     def build(self, extra: dict | None = None, where: str | None = None):
         """The attack object (``ATTACKS``), ``eps`` and ``extra`` merged into ``params``.
@@ -150,10 +159,18 @@ def _as_list(value: Any, where: str) -> list:
 def _entry_runs(entry: Any, where: str) -> list[AttackRun]:
     if not isinstance(entry, dict) or "attack" not in entry:
         raise ConfigError(f"{where}: expected a mapping with an 'attack' key, got {entry!r}")
-    unknown = set(entry) - {"attack", "label", "eps", "params"}
+    unknown = set(entry) - {"attack", "label", "eps", "params", "views", "when"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; allowed: "
-                          "attack, label, eps, params")
+                          "attack, label, eps, params, views, when")
+    views, when = entry.get("views", "each"), entry.get("when", "always")
+    views = tuple(views) if isinstance(views, list) else (views,)
+    bad = [v for v in views if v not in VIEW_NAMES]
+    if bad or not views or (len(views) > 1 and set(views) & {"each", "whole"}):
+        raise ConfigError(f"{where}.views: {list(views)!r}: give each, whole, or a list of "
+                          f"views ({', '.join(VIEW_NAMES[2:])})")
+    if when not in WHEN:
+        raise ConfigError(f"{where}.when: {when!r} is not one of {', '.join(WHEN)}")
     name = entry["attack"]
     if not isinstance(name, str) or name not in ATTACKS:
         raise ConfigError(f"{where}: unknown attack {name!r}"
@@ -175,7 +192,7 @@ def _entry_runs(entry: Any, where: str) -> list[AttackRun]:
             eps = None if e is None else parse_budget(e, field=f"{where}.eps")
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        run = AttackRun(label, name, eps, dict(params or {}))
+        run = AttackRun(label, name, eps, dict(params or {}), views, when)
         attack = run.build({"source": "."} if name == "transfer" else None, where)  # validate
         if name == "transfer":  # its inner attack is built only when it runs: check it now
             try:
@@ -186,3 +203,58 @@ def _entry_runs(entry: Any, where: str) -> list[AttackRun]:
                                   f"{attack.attack!r}): {msg}") from None
         runs.append(run)
     return runs
+
+
+ADAPTIVE_GRID = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+MIN_APGD_STEPS = 100
+MIN_SQUARE_QUERIES = 5000
+
+
+def _in_view(run: AttackRun, view: str) -> bool:
+    return "each" in run.views or view in run.views
+
+
+def _apgd(run: AttackRun, which: str) -> bool:
+    """An AutoAttack run that includes APGD ``which`` (``apgd-ce``/``apgd-t``) with at
+    least :data:`MIN_APGD_STEPS` iterations."""
+    if run.name != "autoattack":
+        return False
+    version = run.params.get("version", "standard")
+    attacks = run.params.get("attacks") or ()
+    has = which in attacks if version == "custom" else (
+        which == "apgd-ce" or version in ("standard", "plus"))
+    steps = run.params.get("steps")
+    return has and (steps is None or int(steps) >= MIN_APGD_STEPS)
+
+
+def adaptive_suite_gaps(runs: list[AttackRun], grid: tuple[float, ...] = ADAPTIVE_GRID,
+                        ) -> list[str]:
+    """What a defence preset lacks of the adaptive suite (empty: complete), per budget
+    of ``grid``: APGD-CE and targeted APGD-DLR (>= 100 iterations) through the whole
+    defence with exact gradients (view ``adaptive``); a white-box attack in the
+    ``adaptive_bpda``, ``smooth`` and ``nonadaptive`` views; Square (>= 5000 queries) on
+    the defended model; transfer from the undefended base model (``source_name: base``)
+    and from an independently trained one (``source_name: other_seed``)."""
+    gaps = []
+    for eps in grid:
+        at = [r for r in runs if r.eps is not None and abs(r.eps - eps) < 1e-9]
+        need = {
+            "APGD-CE (>= 100 iterations) in view adaptive":
+                any(_apgd(r, "apgd-ce") and _in_view(r, "adaptive") for r in at),
+            "targeted APGD-DLR (apgd-t, >= 100 iterations) in view adaptive":
+                any(_apgd(r, "apgd-t") and _in_view(r, "adaptive") for r in at),
+            "square (>= 5000 queries)":
+                any(r.name == "square" and int(r.params.get("queries", 5000))
+                    >= MIN_SQUARE_QUERIES for r in at),
+            "transfer from the base model (source_name: base)":
+                any(r.name == "transfer" and r.params.get("source_name") == "base"
+                    for r in at),
+            "transfer from another seed (source_name: other_seed)":
+                any(r.name == "transfer" and r.params.get("source_name") == "other_seed"
+                    for r in at),
+        }
+        for view in ("adaptive_bpda", "smooth", "nonadaptive"):
+            need[f"a white-box attack (pgd, autoattack) in view {view}"] = any(
+                r.name in ("pgd", "autoattack") and _in_view(r, view) for r in at)
+        gaps += [f"{round(eps * 255, 6):g}/255: {what}" for what, ok in need.items() if not ok]
+    return gaps

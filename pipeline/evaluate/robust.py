@@ -8,8 +8,11 @@
 5. Final checks per attack: perturbation inside the budget, in [0, 1], no NaN.
 
 Random draws come from per-example streams keyed by the dataset index, so the numbers
-do not depend on the batch size. AutoAttack and Square draw per batch inside their
-library (``per_batch_rng``); they are run on fixed blocks of dataset indices instead.
+do not depend on the batch size. Each attack run (label, budget and view) draws from
+streams of its own (:func:`run_seed`), so two attacks or two views never share a random
+start; restarts within a run draw on from the same streams, so they differ too.
+AutoAttack and Square draw per batch inside their library (``per_batch_rng``); they are
+run on fixed blocks of dataset indices instead.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import logging
 import math
 import time
+import zlib
 from typing import Any
 
 import torch
@@ -27,6 +31,7 @@ from tqdm import tqdm
 from pipeline.attacks.base import collect_flags, raise_flag
 from pipeline.attacks.square import import_autoattack, reset_dynamic_check
 from pipeline.core.modes import eval_mode
+from pipeline.core.seeds import derive_seed
 from pipeline.evaluate.presets import AttackRun
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,15 @@ def _predict(model, x, batch_size, device) -> torch.Tensor:
         for i in range(0, x.shape[0], batch_size):
             out.append(model(x[i:i + batch_size].to(device)).argmax(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def run_seed(seed: int, run: AttackRun) -> int:
+    """The seed of one attack run's random streams: the evaluation's ``seed`` keyed by the
+    run's label, budget and view (stable across processes; crc32, not ``hash``)."""
+    eps = "none" if run.eps is None else f"{float(run.eps):.10g}"
+    view = str(getattr(run, "view", "") or "")
+    return derive_seed(seed, zlib.crc32(run.label.encode()),
+                       zlib.crc32(f"{eps}|{view}".encode()))
 
 
 def _param(attack: Any, name: str) -> float:
@@ -162,12 +176,17 @@ def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params) 
                  correct.float().mean().item(), time.perf_counter() - t0, flags)]
     worst: dict[float, torch.Tensor] = {}
     worst_of: dict[float, list[str]] = {}
-    for run in tqdm(runs, desc="attacks", leave=False):
+    random = any("not deterministic" in f or "randomized" in f.lower() for f in flags)
+    skipped = [r.label for r in runs if r.when == "random" and not random]
+    if skipped:
+        rows[0]["flags"].append(f"skipped {', '.join(dict.fromkeys(skipped))}: the forward "
+                                "pass is deterministic (EOT is for random defences)")
+    for run in tqdm([r for r in runs if r.label not in skipped], desc="attacks", leave=False):
         t0 = time.perf_counter()
         attack = run.build((extra_params or {}).get(run.name))
         robust, metrics, aflags = run_attack(
-            model, attack, x, y, index, correct, batch_size=batch_size, seed=seed,
-            device=device, eps=run.eps)
+            model, attack, x, y, index, correct, batch_size=batch_size,
+            seed=run_seed(seed, run), device=device, eps=run.eps)
         if model.training:
             aflags.append("check: the attack left the model in train mode")
             model.eval()

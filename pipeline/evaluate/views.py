@@ -1,21 +1,34 @@
-"""Attack views of a wrapped defence, and the sanity curves of notes/peers.md C.2 6.
+"""Attack views of a wrapped defence, and the sanity flags of notes/peers.md C.2 6.
 
-A *view* decides what an attack differentiates (or queries) when the evaluated model has
-an inner network (``model.network``, e.g. :class:`pipeline.sad.model.SADModel`); the
-prediction that is scored is always the whole defended model's:
+A *view* decides what an attack differentiates when the evaluated model has an inner
+network and an input transformation (``model.network`` and ``model.purify``, e.g.
+:class:`pipeline.sad.model.SADModel`). In every view the module handed to the attack
+returns exactly the whole defence's logits in its forward pass, so every attack chooses
+its iterates, stops early and queries (FGSM, PGD's best iterate, TRADES-KL, Square,
+AutoAttack's early stop) by the model that is evaluated; views differ only in the
+backward pass:
 
-- ``adaptive``: the whole defence, exact gradients (double backprop through S1).
-- ``adaptive_bpda``: the whole defence, the saliency term constant in the backward pass.
-- ``nonadaptive``: only the inner (recalibrated) network; the defence is then applied
-  to the adversarial examples (the paper's protocol).
+- ``adaptive``: exact gradients of the whole defence (double backprop through S1).
+- ``adaptive_bpda``: BPDA (Athalye et al. 2018): the whole input transformation, the
+  saliency step and the clip, is the identity on the backward pass, so the gradient is
+  the inner network's at the transformed input, on every pixel (clipped ones included).
+- ``smooth``: the saliency term is computed through a smooth copy of the network
+  (every ``nn.ReLU`` replaced by ``Softplus(beta)``), so its gradient is not zero almost
+  everywhere as it is on a ReLU network (where ``adaptive`` sees only the first-order
+  path); the forward value is still the defence's.
+- ``nonadaptive``: the gradient of the inner network at the untransformed input (the
+  paper's protocol: the attack ignores the defence), the iterate chosen by the defence.
 
-Black-box attacks (square) query the viewed model; transfer attacks ignore it.
+Views other than ``adaptive`` are straight-through modules: forward the defence's value,
+backward the view's surrogate (:func:`straight_through`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -25,49 +38,147 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.core.grad import straight_through
 from pipeline.core.modes import eval_mode
 from pipeline.evaluate.presets import AttackRun
 from pipeline.evaluate.robust import evaluate_robust
+from pipeline.sad.model import predicted_class_gradient
+from pipeline.saliency.transforms import normalise
 
-VIEWS = ("adaptive", "adaptive_bpda", "nonadaptive")
+VIEWS = ("adaptive", "adaptive_bpda", "smooth", "nonadaptive")
+SMOOTH_BETA = 10.0  # Softplus(beta): within log(2)/beta of ReLU, smooth everywhere
+
+
+_SMOOTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def smooth_copy(network: nn.Module, beta: float = SMOOTH_BETA) -> nn.Module:
+    """A copy of ``network`` with every ``nn.ReLU`` replaced by ``nn.Softplus(beta)``
+    (the weights and BN statistics copied; eval mode). Cached per network and beta, so
+    the attack's per-batch views share one copy; the network must not change after."""
+    cached = _SMOOTH.get(network)
+    if cached is not None and cached[0] == beta:
+        return cached[1]
+    net = copy.deepcopy(network).eval()
+    for name, module in list(net.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(module, child_name, nn.Softplus(beta=beta))
+    _SMOOTH[network] = (beta, net)
+    return net
+
+
+class _View(nn.Module):
+    """A view of a wrapped defence: ``.network`` and ``.purify`` as the defence's."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @property
+    def network(self) -> nn.Module:
+        return self.model.network
+
+    @property
+    def spec(self):
+        return getattr(self.model, "spec", None)
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.purify(x)
+
+    def defended(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformed input, detached (the forward value of every view)."""
+        with torch.enable_grad():
+            return self.model.purify(x.detach()).detach()
+
+
+class BPDAView(_View):
+    """``network(T(x))`` forward, the transformation ``T`` the identity backward."""
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return straight_through(self.defended(x), x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.purify(x))
+
+
+class SmoothView(_View):
+    """The defence's value; the backward pass through ``network(clip(x + r *
+    normalise(S_smooth(x))))`` with S_smooth the predicted-class gradient of
+    :func:`smooth_copy` (double backprop)."""
+
+    def __init__(self, model: nn.Module, beta: float = SMOOTH_BETA):
+        super().__init__(model)
+        self.smooth = smooth_copy(model.network, beta)
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        """``T(x)`` in the forward pass, the smooth surrogate's gradient backward."""
+        spec = self.model.spec
+        value = self.defended(x)
+        if not x.requires_grad or not spec.active:
+            return value
+        sal = predicted_class_gradient(self.smooth, x, create_graph=True)
+        surrogate = (x + float(spec.ratio) * normalise(sal, spec.normalise)).clamp(0, 1)
+        return straight_through(value, surrogate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.purify(x))
+
+
+class InnerView(_View):
+    """The defence's logits forward; the inner network's gradient at ``x`` backward.
+
+    ``purify`` is the identity: an attack on the interpretation (CAM of
+    ``network(purify(x))``) works on the inner network at ``x``, as the paper's
+    non-adaptive protocol."""
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            value = self.model(x.detach())
+        if not x.requires_grad:
+            return value
+        return straight_through(value, self.network(x))
 
 
 def available_views(model: nn.Module) -> list[str]:
-    """The views that apply to ``model``: all three for a SAD-like wrapper, else none.
+    """The views that apply to ``model``: every view for a SAD-like wrapper, else none.
 
-    ``adaptive`` (exact) is left out when the wrapper cannot give exact gradients (a
-    saliency method other than ``grad``); BPDA then is the adaptive attack.
+    ``adaptive`` (exact) and ``smooth`` need a saliency that is a differentiable
+    function of x (``grad``); with another saliency method BPDA is the adaptive attack.
     """
     if getattr(model, "network", None) is None:
         return []
-    views = []
     spec = getattr(model, "spec", None)
-    if hasattr(model, "with_grad_mode"):
-        if spec is None or spec.saliency == "grad" or not spec.active:
-            views.append("adaptive")
-        views.append("adaptive_bpda")
-    else:
-        views.append("adaptive")
-    return views + ["nonadaptive"]
+    if not hasattr(model, "purify"):
+        return ["adaptive", "nonadaptive"]
+    exact = spec is None or spec.saliency == "grad" or not spec.active
+    smooth = spec is not None and spec.active and spec.saliency == "grad"
+    return (["adaptive"] if exact else []) + ["adaptive_bpda"] + \
+        (["smooth"] if smooth else []) + ["nonadaptive"]
 
 
 def view_model(model: nn.Module, view: str | None) -> nn.Module:
-    """The module an attack sees under ``view`` (``None``/empty: ``model`` itself)."""
+    """The module an attack sees under ``view`` (``None``/empty: ``model`` itself); its
+    forward pass is the whole defence's in every view."""
     if not view:
         return model
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
-    inner = getattr(model, "network", None)
-    if inner is None:
+    if getattr(model, "network", None) is None:
         raise ValueError(f"view {view!r} needs a wrapped model with an inner .network; "
                          f"{type(model).__name__} has none")
     if view == "nonadaptive":
-        return inner
-    if not hasattr(model, "with_grad_mode"):
-        if view == "adaptive":
-            return model
-        raise ValueError(f"{type(model).__name__} has no gradient modes (view {view!r})")
-    return model.with_grad_mode("exact" if view == "adaptive" else "bpda")
+        return InnerView(model)
+    if view == "adaptive":
+        return model.with_grad_mode("exact") if hasattr(model, "with_grad_mode") else model
+    if not hasattr(model, "purify"):
+        raise ValueError(f"{type(model).__name__} has no input transformation (view {view!r})")
+    if view == "adaptive_bpda":
+        return BPDAView(model)
+    return SmoothView(model)
 
 
 class RobustRecord:
@@ -190,26 +301,94 @@ def evaluate_views(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: to
 
     Returns:
         rows as ``evaluate_robust``'s plus ``view``; each view's clean row carries that
-        view's sanity-curve flags (:func:`sanity_curve_flags`). With several views, one
-        ``worst_case`` row per budget with view ``all``: per example, robust only when
-        clean-correct and robust against every attack of that budget in every view
-        (notes/peers.md C.2 5: report the minimum over all attacks).
+        view's sanity-curve flags (:func:`sanity_curve_flags`), and every attack row the
+        flags of :func:`cell_flags` that concern it. A run is crafted in the views its
+        ``views`` names (``each``: all); runs for ``whole`` (black-box and transfer
+        attacks) run once, on the whole defence, as view ``whole``. With several views, one ``worst_case`` row per budget with view
+        ``all``: per example, robust only when clean-correct and robust against every
+        attack of that budget in every view (notes/peers.md C.2 5: report the minimum
+        over all attacks).
     """
     views = list(views) if views is not None else available_views(model)
     record = RobustRecord()
     out: list[dict] = []
-    for view in views or [""]:
-        view_runs = with_view(runs, view, record) if view else list(runs)
+    if views:
+        passes = [(v, with_view([r for r in runs if "each" in r.views or v in r.views],
+                                v, record)) for v in views]
+        whole = [r for r in runs if "whole" in r.views]
+        if whole:
+            passes.append(("whole", with_view(whole, "", record)))
+    else:
+        passes = [("", list(runs))]
+    for view, view_runs in passes:
         rows = evaluate_robust(model, x, y, index, view_runs, **kw)
         rows[0]["flags"] = list(rows[0]["flags"]) + sanity_curve_flags(rows)
         out += [{**r, "view": view} for r in rows]
-    if len(views) > 1:
+    if len(passes) > 1:
         out += _worst_over_views(model, x, y, index, record, out[0], kw)
         extra = view_flags(out)
         for r in out:
             if r["attack"] == "clean" and r["view"] != "nonadaptive":
                 r["flags"] = list(r["flags"]) + extra
+    cell_flags(out)
     return out
+
+
+SINGLE_STEP = ("fgsm",)
+WHITE_BOX = ("pgd", "autoattack", "eot_pgd", "fgsm")
+BLACK_BOX = ("square", "transfer")
+LARGE_EPS = 32 / 255
+
+
+def cell_flags(rows: list[dict], *, zero_tol: float = 0.05, margin: float = 0.02) -> None:
+    """Athalye et al.'s and Carlini et al.'s sanity checks, each flag added to the row
+    it concerns (in place). Gaps below one example (1/n) are never flagged.
+
+    - a single-step attack (FGSM) beats an iterative one at the same budget and view:
+      the iterative attack's row is flagged;
+    - a black-box or transfer attack beats a white-box one at the same budget: the
+      white-box row is flagged (its gradients are masked or the attack is weak);
+    - an attack at a large budget (>= 32/255) leaves more than ``zero_tol`` accuracy;
+    - a defence's adaptive view scores more than ``margin`` above the worst case over
+      all attacks and views (view ``all``) at its budget.
+    """
+    acc = [r for r in rows if r.get("metric") == "accuracy"
+           and r["attack"] not in ("clean", "worst_case") and not math.isnan(r["eps"])]
+    key = lambda r: round(r["eps"] * 255, 6)  # noqa: E731
+    worst = {key(r): r["accuracy"] for r in rows
+             if r.get("attack") == "worst_case" and r.get("view") == "all"}
+    for r in acc:
+        one = 1.0 / max(r["n"], 1)
+        name, eps = r["attack_name"], key(r)
+        same = [o for o in acc if key(o) == eps and o is not r]
+        if name in WHITE_BOX and name not in SINGLE_STEP:
+            for o in same:
+                if o["attack_name"] in SINGLE_STEP and o["view"] == r["view"] and \
+                        o["accuracy"] < r["accuracy"] - one:
+                    _flag(r, f"sanity: single-step {o['attack']} ({o['accuracy']:.3f}) beats "
+                             f"{r['attack']} ({r['accuracy']:.3f}) at {eps:g}/255: the "
+                             "iterative attack is weak here (masked gradients?)")
+        if name in WHITE_BOX:
+            for o in same:
+                if o["attack_name"] in BLACK_BOX and o["accuracy"] < r["accuracy"] - one:
+                    _flag(r, f"sanity: black-box {o['attack']} ({o['accuracy']:.3f}) beats "
+                             f"white-box {r['attack']} ({r['accuracy']:.3f}) at {eps:g}/255: "
+                             "the white-box attack does not see the defence")
+        if name in WHITE_BOX + BLACK_BOX and r["eps"] >= LARGE_EPS - 1e-9 and \
+                r["accuracy"] > zero_tol:
+            _flag(r, f"sanity: {r['attack']} leaves {r['accuracy']:.3f} accuracy at "
+                     f"{eps:g}/255 (expected near 0): an attack that does not work here")
+        view = str(r.get("view") or "")
+        if (view.startswith("adaptive") or view == "smooth") and eps in worst and \
+                r["accuracy"] > worst[eps] + max(margin, one):
+            _flag(r, f"sanity: view {view} scores {r['accuracy']:.3f} with {r['attack']} at "
+                     f"{eps:g}/255, more than {margin * 100:g} points above the worst case "
+                     f"over all attacks ({worst[eps]:.3f}): lead with the worst case")
+
+
+def _flag(row: dict, message: str) -> None:
+    if message not in row["flags"]:
+        row["flags"] = list(row["flags"]) + [message]
 
 
 def view_flags(rows: Sequence[dict]) -> list[str]:

@@ -10,8 +10,11 @@ Gradient modes (what ``d logits / d x`` means):
 - ``exact``: double backprop, the saliency step is part of the graph
   (``create_graph=True``); only for the vanilla ``grad`` saliency, whose map is a
   differentiable function of x (other methods in the registry return detached maps).
-- ``bpda``: the saliency term is a constant in the backward pass (Athalye et al. 2018,
-  notes/peers.md C.2 3a): ``d/dx network(clip(x + c))`` with c = r * normalise(S1(x)).
+- ``bpda``: the whole input transformation (saliency step and clip) is the identity in
+  the backward pass (Athalye et al. 2018, notes/peers.md C.2 3a): the gradient is the
+  network's at the transformed input, on every pixel. (Detaching only the saliency term
+  would keep the clip, which zeroes the gradient of clipped pixels, and on a ReLU network
+  would equal ``exact``, whose second-order term vanishes almost everywhere.)
 
 The paper's Alg. 1 writes ``argmax Phi(x + S1(x))`` without the ratio but the text (Sec.
 3.3, 4.5) adds the map "with a hybridization ratio"; we scale by ``ratio`` at inference
@@ -29,6 +32,7 @@ from torch import nn
 
 from pipeline.config import build_method
 from pipeline.config.sad import SadConfig
+from pipeline.core.grad import straight_through
 from pipeline.saliency import SALIENCY
 from pipeline.saliency.transforms import normalise
 
@@ -127,9 +131,10 @@ class SADModel(nn.Module):
         if not self.spec.active:
             return x
         term = float(self.spec.ratio) * normalise(self.saliency(x), self.spec.normalise)
+        out = (x + term).clamp(0, 1)
         if self.spec.grad_mode == "bpda":
-            term = term.detach()
-        return (x + term).clamp(0, 1)
+            return straight_through(out, x)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(self.purify(x))

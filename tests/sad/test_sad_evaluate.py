@@ -11,10 +11,14 @@ import torch
 from pipeline.config.sad import SadConfig
 from pipeline.evaluate.presets import AttackRun
 from pipeline.evaluate.views import (
+    BPDAView,
+    InnerView,
+    SmoothView,
     ViewAttack,
     available_views,
     evaluate_views,
     sanity_curve_flags,
+    smooth_copy,
     view_model,
     with_view,
 )
@@ -36,21 +40,77 @@ class Spy:
 
 def test_view_model_and_view_attack(bn_model):
     sad = SADModel(bn_model, SadConfig())
-    assert view_model(sad, "nonadaptive") is bn_model
+    inner = view_model(sad, "nonadaptive")
+    assert isinstance(inner, InnerView) and inner.network is bn_model
     assert view_model(sad, "adaptive").spec.grad_mode == "exact"
     bpda = view_model(sad, "adaptive_bpda")
-    assert bpda.spec.grad_mode == "bpda" and bpda.network is bn_model
+    assert isinstance(bpda, BPDAView) and bpda.network is bn_model
+    assert isinstance(view_model(sad, "smooth"), SmoothView)
     spy = Spy()
     ViewAttack(spy, "nonadaptive")(sad, torch.rand(1, 3, 16, 16), torch.zeros(1).long())
-    assert spy.seen == [bn_model] and ViewAttack(spy, "adaptive").steps == 3
+    assert isinstance(spy.seen[0], InnerView) and ViewAttack(spy, "adaptive").steps == 3
     with pytest.raises(ValueError, match="inner"):
         view_model(bn_model, "nonadaptive")
     with pytest.raises(ValueError, match="view must be"):
         view_model(sad, "sideways")
     assert available_views(bn_model) == []
-    assert available_views(sad) == ["adaptive", "adaptive_bpda", "nonadaptive"]
+    assert available_views(sad) == ["adaptive", "adaptive_bpda", "smooth", "nonadaptive"]
     gbp = SADModel(bn_model, SadConfig(saliency="gbp", grad_mode="bpda"))
     assert available_views(gbp) == ["adaptive_bpda", "nonadaptive"]
+
+
+@pytest.mark.parametrize("view", ["adaptive", "adaptive_bpda", "smooth", "nonadaptive"])
+def test_every_view_predicts_exactly_as_the_defence(bn_model, view):
+    """Every attack scores its iterates with the defence: each view's forward pass is
+    the defence's, bit for bit, with and without input gradients."""
+    sad = SADModel(bn_model, SadConfig(ratio=0.8)).eval()
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        want = sad(x)
+    assert torch.equal(view_model(sad, view)(x), want)
+    got = view_model(sad, view)(x.clone().requires_grad_(True))
+    assert torch.equal(got.detach(), want)
+
+
+def _grad(module, x, w):
+    xi = x.clone().requires_grad_(True)
+    return torch.autograd.grad((module(xi) * w).sum(), xi)[0]
+
+
+def test_bpda_is_the_identity_through_the_whole_transformation(bn_model):
+    """BPDA: the gradient is the network's at T(x) on every pixel, clipped ones too;
+    the old form (saliency term detached, clip kept) got zero on clipped pixels."""
+    sad = SADModel(bn_model, SadConfig(ratio=0.8)).eval()
+    x = torch.rand(4, 3, 16, 16) * 0.2 + 0.8  # near 1: the saliency step clips many pixels
+    w = torch.randn(4, 4)
+    px = sad.purify(x).detach()
+    clipped = (px == 1) | (px == 0)
+    assert clipped.any()
+    g = _grad(view_model(sad, "adaptive_bpda"), x, w)
+    want = _grad(bn_model, px, w)  # d network / d input at T(x)
+    assert torch.allclose(g, want, atol=1e-6)
+    assert (g[clipped] != 0).any()
+    exact = _grad(view_model(sad, "adaptive"), x, w)
+    assert (exact[clipped] == 0).all()
+
+
+def test_smooth_view_differs_from_exact_on_a_relu_network(bn_model):
+    """On a ReLU network the saliency's own gradient is zero almost everywhere, so
+    ``exact`` sees only the first-order path; the Softplus surrogate does not."""
+    sad = SADModel(bn_model, SadConfig(ratio=0.8)).eval()
+    x, w = torch.rand(4, 3, 16, 16) * 0.5 + 0.25, torch.randn(4, 4)
+    smooth = _grad(view_model(sad, "smooth"), x, w)
+    exact = _grad(view_model(sad, "adaptive"), x, w)
+    assert torch.isfinite(smooth).all() and not torch.allclose(smooth, exact, atol=1e-6)
+    copy = smooth_copy(bn_model)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in copy.modules())
+    assert any(isinstance(m, torch.nn.ReLU) for m in bn_model.modules())  # original kept
+
+
+def test_nonadaptive_view_is_the_inner_gradient_at_x(bn_model):
+    sad = SADModel(bn_model, SadConfig(ratio=0.8)).eval()
+    x, w = torch.rand(4, 3, 16, 16), torch.randn(4, 4)
+    assert torch.allclose(_grad(view_model(sad, "nonadaptive"), x, w), _grad(bn_model, x, w))
 
 
 def test_views_give_different_gradients(bn_model):
@@ -73,7 +133,7 @@ def test_evaluate_views_tags_rows_and_scores_the_whole_defence(bn_model):
     assert [r.view for r in with_view(runs, "nonadaptive")] == ["nonadaptive"]
     rows = evaluate_views(sad, x, y, torch.arange(6), runs, batch_size=4)
     assert sorted({r["view"] for r in rows}) == ["adaptive", "adaptive_bpda", "all",
-                                                 "nonadaptive"]
+                                                 "nonadaptive", "smooth"]
     clean = {r["view"]: r["accuracy"] for r in rows if r["attack"] == "clean"}
     with torch.no_grad():
         expected = (sad(x).argmax(1) == y).float().mean().item()
@@ -85,7 +145,7 @@ def test_evaluate_views_tags_rows_and_scores_the_whole_defence(bn_model):
     (all_row,) = [r for r in rows if r["view"] == "all"]
     per_view = [r["accuracy"] for r in rows if r["attack"] == "worst_case"
                 and r["view"] != "all"]
-    assert all_row["eps"] == pytest.approx(8 / 255) and len(per_view) == 3
+    assert all_row["eps"] == pytest.approx(8 / 255) and len(per_view) == 4
     assert all_row["accuracy"] <= min(per_view) + 1e-9
     plain = evaluate_views(bn_model, x, y, torch.arange(6), runs, batch_size=4)
     assert {r["view"] for r in plain} == {""}

@@ -374,6 +374,31 @@ def show_saliency(store, source, split, n, start, out) -> None:
     res = run_show_saliency(store, source, out, split=split, n=n, start=start)
     click.echo(f"wrote {res['out']} ({len(res['images'])} images)")
 
+
+def _source_models(ctx, param, values: tuple[str, ...]) -> dict[str, Path]:
+    """``--source-model NAME=DIR`` (repeatable; a bare ``DIR`` is ``default``) -> dict."""
+    import re
+
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = "default", value
+        elif not re.fullmatch(r"[a-z0-9_]+", name):
+            raise click.BadParameter(
+                f"{value!r}: expected NAME=DIR with NAME of [a-z0-9_]+ (a transfer entry's "
+                "source_name), or a bare DIR (the source default; a DIR holding '=' is "
+                "written default=DIR)", param=param)
+        if not path:
+            raise click.BadParameter(f"{value!r}: the run directory after {name}= is "
+                                     "missing", param=param)
+        if name in out:
+            raise click.BadParameter(f"{value!r}: the source {name!r} is given twice "
+                                     f"(also {out[name]}); give each name once", param=param)
+        out[name] = Path(path)
+    return out
+
+
 @main.command("evaluate")
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Checkpoint run directory (model.pt + model.json).")
@@ -384,8 +409,11 @@ def show_saliency(store, source, split, n, start, out) -> None:
 @click.option("--n", type=int, default=None, help="Evaluate the first N images (default all).")
 @click.option("--batch-size", default=256, show_default=True, help="Attack batch size; results do not depend on it.")
 @click.option("--seed", default=0, show_default=True, help="Evaluation seed (random starts, noise).")
-@click.option("--source-model", type=click.Path(path_type=Path), default=None,
-              help="Run directory of the source model of transfer attacks.")
+@click.option("--source-model", "source_models", multiple=True, metavar="NAME=DIR",
+              callback=_source_models,
+              help="A source model of transfer attacks: its name (a preset transfer "
+                   "entry's params.source_name) and run directory; repeatable. A bare DIR "
+                   "is the source named default.")
 @click.option("--presets", "presets_file", type=click.Path(path_type=Path), default=None,
               help="Presets YAML (default: config/presets.yaml of the package).")
 @click.option("--force", is_flag=True, help="Re-run an evaluation already in --out.")
@@ -396,7 +424,7 @@ def show_saliency(store, source, split, n, start, out) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Results Parquet table; rows are appended.")
 @click.pass_context
-def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_model,
+def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_models,
              presets_file, force, views, out):
     """Evaluate a checkpoint with an attack preset; append rows to a results table.
 
@@ -407,7 +435,7 @@ def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_m
     from pipeline.stages.evaluate import run_evaluate
 
     summary = run_evaluate(model_dir, store, split, preset, out, ctx.obj["device"], n=n,
-                           batch_size=batch_size, seed=seed, source_model=source_model,
+                           batch_size=batch_size, seed=seed, source_model=source_models,
                            presets_file=presets_file, force=force,
                            views=list(views) or None)
     click.echo("already evaluated: nothing to do" if summary["skipped"]

@@ -9,9 +9,12 @@ by hand and you get the same result).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from pipeline.config import ConfigError
 from pipeline.config.sweep import Registries, Sweep, kv_args, load_sweep
 
 
@@ -24,17 +27,22 @@ class Dag:
     device: str = "auto"
     scheduler: str | None = None
     registries: Registries | None = None  # the students' params inherit the threat model
+    # preset name -> its attack runs (pipeline.evaluate.presets.load_presets, handed in
+    # by pipeline.stages.sweep.load_dag: the config layer imports no attack code)
+    presets: dict | None = None
 
     @classmethod
     def from_config(cls, config: dict, sweeps_dir: str | Path = "config/sweeps",
-                    registries: Registries | None = None) -> Dag:
+                    registries: Registries | None = None, presets: dict | None = None,
+                    ) -> Dag:
         """The DAG of ``config`` (``config/config.yaml``); ``registries`` check the
-        sweep's names (:func:`pipeline.stages.sweep.load_dag` hands them in)."""
+        sweep's names and ``presets`` are the evaluation presets
+        (:func:`pipeline.stages.sweep.load_dag` hands both in)."""
         name = config.get("sweep", "tiny")
         sweep = load_sweep(Path(sweeps_dir) / f"{name}.yaml", registries=registries)
         root = config.get("data_root") or sweep.data_root
         return cls(sweep, root, config.get("device", "auto"), config.get("scheduler"),
-                   registries)
+                   registries, presets)
 
     # -- lists for expand() and wildcard constraints ------------------------------------
 
@@ -54,6 +62,52 @@ class Dag:
 
     def is_sad(self, name: str) -> bool:
         return name in self.sweep.sad
+
+    # -- transfer sources ---------------------------------------------------------------
+
+    @cached_property
+    def _preset_sources(self) -> dict[str, frozenset[str]]:
+        return {name: frozenset(str(r.params.get("source_name") or "default")
+                                for r in runs if r.name == "transfer")
+                for name, runs in (self.presets or {}).items()}
+
+    def preset_sources(self, preset: str | None = None) -> frozenset[str]:
+        """The source names the transfer entries of ``preset`` (default: the sweep's
+        evaluation preset) craft on (``params.source_name``, default ``default``):
+        only those are passed to the evaluations and trained, so a preset without
+        transfer entries adds no job."""
+        name = preset or self.sweep.evaluate.preset
+        if self.presets is None:
+            raise ValueError("Dag.preset_sources needs the presets "
+                             "(pipeline.stages.sweep.load_dag)")
+        if name not in self._preset_sources:
+            raise ConfigError(f"sweep {self.sweep.name}: unknown preset {name!r}; presets: "
+                              f"{', '.join(self._preset_sources)}")
+        return self._preset_sources[name]
+
+    def preset_for(self, model: str) -> str:
+        """The evaluation preset of ``model`` (the defence preset for a SAD model)."""
+        return self.sweep.preset_for(model)
+
+    def transfer_sources(self, dataset: str, model: str, seed: int
+                         ) -> dict[str, tuple[str, int]]:
+        """``{name: (model, seed)}`` of the transfer sources the evaluation of ``model``
+        (``seed``) on ``dataset`` uses: the sweep's
+        (:meth:`~pipeline.config.sweep.Sweep.transfer_sources`) that the preset's
+        transfer entries name. A name the preset uses but the sweep lacks for this job
+        is not passed: ``salpipe evaluate`` skips those entries with a flag."""
+        named = self.sweep.transfer_sources(dataset, model, seed)
+        used = self.preset_sources(self.preset_for(model))
+        return {k: v for k, v in sorted(named.items()) if k in used}
+
+    def transfer_jobs(self) -> list[tuple[str, str, int]]:
+        """(dataset, model, seed) of every source model an evaluation needs that is not
+        itself evaluated (e.g. ``standard`` seed 1 when ``seeds`` is ``[0]``): a training
+        (or SAD) job of the DAG whose only consumers are the evaluations."""
+        cells = set(self.cells())
+        jobs = {(d, m, s) for d, model, seed in cells
+                for m, s in self.transfer_sources(d, model, seed).values()}
+        return sorted(jobs - cells)
 
     # -- per-job arguments --------------------------------------------------------------
     # Each ``*_args`` method returns the words of a command line (a list, never a string
@@ -145,12 +199,23 @@ class Dag:
         pairs = {k: "null" if v is None else v for k, v in pairs.items()}
         return ["--seed", f"{int(seed)}", *_kv("-s", pairs)]
 
-    def eval_args(self, dataset: str) -> list[str]:
+    def eval_args(self, dataset: str, sources: Mapping[str, str] | None = None,
+                  model: str | None = None) -> list[str]:
+        """Options of evaluate besides model, store and out; ``sources``: ``{name: run
+        directory}`` of the job's transfer sources (the Snakefile's paths of
+        :meth:`transfer_sources`), one ``--source-model NAME=DIR`` each. A defence
+        (``model`` a SAD entry) gets the defence preset and ``defence_n`` images."""
         e, d = self.sweep.evaluate, self.sweep.datasets[dataset]
+        defence = model is not None and self.is_sad(model)
         split, count = d.eval_split, d.eval_n or e.n
+        if defence and e.defence_n is not None:
+            count = min(e.defence_n, count) if count else e.defence_n
         n = ["--n", f"{count}"] if count else []
-        return ["--preset", f"{e.preset}", "--split", f"{split}", *n,
-                "--batch-size", f"{e.batch_size}"]
+        models = [w for name in sorted(sources or {})
+                  for w in ("--source-model", f"{name}={sources[name]}")]
+        preset = self.preset_for(model) if model is not None else e.preset
+        return ["--preset", f"{preset}", "--split", f"{split}", *n,
+                "--batch-size", f"{e.batch_size}", *models]
 
 
 def _kv(flag: str, params: dict) -> list[str]:

@@ -9,6 +9,7 @@ those choices, so a job's command in its log reproduces it by hand.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,24 @@ DEVIATION_KEYS = ("eps", "steps", "step_size", "random_start", "bn_mode", "beta"
 
 
 @dataclass(frozen=True)
+class TransferSpec:
+    """A transfer attack's source model: a student or SAD model of the sweep (trained on
+    the same data set) and the seed of its run. The seed is never implied: the job's own
+    seed would attack a model with itself, so it must be outside the sweep's ``seeds``
+    (its training job is added to the DAG, evaluated by nothing)."""
+
+    model: str
+    seed: int
+
+
+# Transfer source names a SAD model always has (the sweep's ``transfer`` may not use
+# them): ``base``, its own undefended base student with the job's seed, and
+# ``other_seed``, that student trained with the sweep's (or the entry's) transfer_seed.
+SAD_SOURCES = ("base", "other_seed")
+_SOURCE_NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One data set: registry adapter, where it lives, adapter params, evaluation split."""
 
@@ -69,6 +88,8 @@ class DatasetSpec:
     # images evaluated on this data set when its split is smaller than the sweep's
     # evaluate.n (salpipe evaluate refuses an --n beyond the split); None: evaluate.n
     eval_n: int | None = None
+    # this data set's changes to the sweep's transfer sources, per name (null drops one)
+    transfer: dict[str, TransferSpec | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,19 +147,31 @@ class SadModelSpec(SadConfig):
 
     Every other key is a :class:`~pipeline.config.sad.SadConfig` setting (same defaults
     as ``salpipe sad-calibrate``), except ``seed``: a SAD job's seed is its job's seed.
+    ``transfer_seed``: the seed of the ``base`` student run that this model's transfer
+    source ``other_seed`` is (None: the sweep's ``transfer_seed``; neither: no
+    ``other_seed``).
     """
 
     base: str
     datasets: tuple[str, ...] | None = None
+    transfer_seed: int | None = None
 
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """Evaluation of every student: attack preset, number of test images."""
+    """Evaluation: attack preset and number of test images of every student, and of
+    every defence (a model with inference-time computation: the ``sad`` entries).
+
+    ``defence_preset`` must hold the adaptive suite (the DAG refuses one that does not,
+    :func:`pipeline.evaluate.presets.adaptive_suite_gaps`); ``defence_n``: images for the
+    defences (None: ``n``), whose suite costs far more per image.
+    """
 
     preset: str = "quick"
     n: int | None = None  # None = the whole evaluation split
     batch_size: int = 256
+    defence_preset: str = "defence"
+    defence_n: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +196,12 @@ class Sweep:
     seeds: tuple[int, ...] = (0,)
     evaluate: EvalSpec = EvalSpec()
     data_root: str = "../shared/data"
+    # transfer sources by name (a preset's transfer entries craft on params.source_name,
+    # default "default"); a data set's own `transfer` changes them per name
+    transfer: dict[str, TransferSpec] = field(default_factory=dict)
+    # the seed of a SAD model's `other_seed` source (its base student's run); a `sad`
+    # entry's own transfer_seed wins
+    transfer_seed: int | None = None
 
     # -- which jobs exist -------------------------------------------------------------
 
@@ -210,6 +249,36 @@ class Sweep:
         plain = [s for s, spec in self.students.items() if self._on(spec.datasets, dataset)]
         sad = [s for s, spec in self.sad.items() if self._on(spec.datasets, dataset)]
         return plain + sad
+
+    def transfer_for(self, dataset: str) -> dict[str, TransferSpec]:
+        """The named transfer sources on ``dataset``: the sweep's, changed per name by
+        the data set's ``transfer`` (a null there drops the name)."""
+        named = {**self.transfer, **self.datasets[dataset].transfer}
+        return {k: v for k, v in named.items() if v is not None}
+
+    def transfer_seed_of(self, sad: str) -> int | None:
+        """The seed of SAD model ``sad``'s ``other_seed`` source (None: it has none)."""
+        own = self.sad[sad].transfer_seed
+        return own if own is not None else self.transfer_seed
+
+    def preset_for(self, model: str) -> str:
+        """The evaluation preset of ``model``: the defence preset for a SAD model."""
+        return self.evaluate.defence_preset if model in self.sad else self.evaluate.preset
+
+    def transfer_sources(self, dataset: str, model: str, seed: int
+                         ) -> dict[str, tuple[str, int]]:
+        """``{name: (model, seed)}``: every transfer source of the evaluation of
+        ``model`` (seed ``seed``) on ``dataset``: the named ones of :meth:`transfer_for`
+        and, for a SAD model, ``base`` (its base student, this seed) and ``other_seed``
+        (its base student, :meth:`transfer_seed_of`)."""
+        out = {k: (v.model, v.seed) for k, v in self.transfer_for(dataset).items()}
+        if model in self.sad:
+            base = self.sad[model].base
+            out["base"] = (base, int(seed))
+            other = self.transfer_seed_of(model)
+            if other is not None:
+                out["other_seed"] = (base, other)
+        return out
 
 
 def load_sweep(path: str | Path, overrides: dict | None = None,
@@ -300,6 +369,54 @@ def validate_sweep(p: Sweep, registries: Registries | None = None) -> None:
             raise ConfigError(f"sad.{name}.base: {s.base!r} is not a student of this sweep")
         if name in p.students:
             raise ConfigError(f"sad.{name}: the name is already a student")
+        if s.transfer_seed is not None:
+            _check_transfer_seed(p, s.transfer_seed, f"sad.{name}.transfer_seed")
+    if p.transfer_seed is not None:
+        _check_transfer_seed(p, p.transfer_seed, "transfer_seed")
+    _check_transfer(p)
+
+
+def _check_transfer_seed(p: Sweep, seed: int, where: str) -> None:
+    if seed < 0:
+        raise ConfigError(f"{where}: {seed} is not a seed (0 or more)")
+    if seed in p.seeds:
+        raise ConfigError(f"{where}: {seed} is one of the sweep's seeds {list(p.seeds)}, "
+                          f"so for the job of seed {seed} other_seed would be base itself; "
+                          "choose a seed outside seeds (its training job is added)")
+
+
+def _check_transfer(p: Sweep) -> None:
+    """Every named transfer source is a student or SAD model of the data sets it is
+    used on, with a seed (an int) outside the sweep's seeds."""
+    named = [("transfer", None, p.transfer)]
+    named += [(f"datasets.{d}.transfer", d, spec.transfer) for d, spec in p.datasets.items()]
+    for where, dataset, sources in named:
+        for name, src in sources.items():
+            at = f"{where}.{name}"
+            if not isinstance(name, str) or not _SOURCE_NAME.match(name):
+                raise ConfigError(f"{at}: a transfer source name is [a-z0-9_]+ (a preset "
+                                  "transfer entry's params.source_name)")
+            if name in SAD_SOURCES:
+                raise ConfigError(f"{at}: {name!r} is reserved: a SAD model's 'base' is its "
+                                  "base student (the job's seed), its 'other_seed' that "
+                                  "student with transfer_seed; choose another name")
+            if src is None:
+                continue
+            if src.seed < 0:
+                raise ConfigError(f"{at}.seed: {src.seed} is not a seed (0 or more)")
+            if src.seed in p.seeds:
+                raise ConfigError(
+                    f"{at}.seed: {src.seed} is one of the sweep's seeds {list(p.seeds)}, so "
+                    f"the job {src.model} seed {src.seed} would be attacked with itself; "
+                    "choose a seed outside seeds (its training job is added to the DAG)")
+            on = [dataset] if dataset is not None else [
+                d for d in p.datasets if name not in p.datasets[d].transfer]
+            for d in on:
+                if src.model not in p.students_for(d):
+                    raise ConfigError(
+                        f"{at}.model: {src.model!r} is not a student or SAD model of this "
+                        f"sweep on data set {d!r} (there: "
+                        f"{', '.join(p.students_for(d)) or 'none'})")
 
 
 def _threat_dict(t: ThreatModel) -> dict[str, Any]:

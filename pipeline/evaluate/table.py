@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 import pipeline
+from pipeline.attacks.transfer import source_name_of
 from pipeline.cache import layout
 from pipeline.cache.store import open_store, read_split, store_info
 from pipeline.config import ConfigError
@@ -40,6 +42,8 @@ COLUMNS = [
     "accuracy", "seconds", "flags", "salpipe_version", "created",
 ]
 # An evaluation is identified by these; a second run with the same key is a no-op.
+# ``source_model``: the transfer sources, ``name=<model id>`` sorted by name and joined
+# by "," (:func:`source_key`); "" without any.
 # ``view``: what the attack sees for a wrapped defence (pipeline/evaluate/views.py:
 # adaptive, adaptive_bpda, nonadaptive; "all" = worst case over them); "" otherwise.
 # For a wrapped model ``model_sha256`` is pipeline.models.checkpoint.wrapped_model_id.
@@ -159,19 +163,21 @@ def write_results(df: pd.DataFrame, path: str | Path) -> None:
 def evaluate_to_table(
     model: nn.Module, meta: dict, store: str | Path, split: str, preset: str,
     out: str | Path, *, device: str | torch.device = "auto", n: int | None = None,
-    batch_size: int = 256, seed: int = 0, source_model: str | Path | None = None,
-    presets_file: str | Path | None = None, force: bool = False,
-    views: list[str] | tuple[str, ...] | None = None,
-    source_network: nn.Module | None = None, runs: list[AttackRun] | None = None,
+    batch_size: int = 256, seed: int = 0, presets_file: str | Path | None = None,
+    force: bool = False, views: list[str] | tuple[str, ...] | None = None,
+    source_models: Mapping[str, nn.Module] | None = None,
+    source_ids: Mapping[str, str] | None = None, runs: list[AttackRun] | None = None,
 ) -> dict:
     """Evaluate an in-memory ``model`` (e.g. a SAD wrapper) described by ``meta``.
 
     ``runs``: the preset's attack runs when the caller has loaded them already (the
     evaluate stage); None loads ``preset`` from ``presets_file``.
 
-    ``source_model`` names the transfer attacks' source (part of the evaluation's key);
-    ``source_network`` is that model, loaded (without it, transfer runs are skipped
-    with a flag on the clean row).
+    ``source_models``: the transfer sources, loaded, by name; a transfer run crafts on
+    the one its ``params.source_name`` names (default ``default``), and a run whose
+    source is not there is skipped with a flag on the clean row naming the missing
+    ``--source-model NAME=DIR``. ``source_ids``: ``{name: model id}`` of the sources
+    (default: none), recorded in the key column ``source_model`` (:func:`source_key`).
 
     ``meta`` is a checkpoint sidecar dict (``arch``, ``method``, ``params``, ``dataset``,
     ``sha256``, ``train``, ``saliency_sources``); ``meta["sha256"]`` identifies the model
@@ -196,7 +202,7 @@ def evaluate_to_table(
     views = list(views) if views else available_views(model)
     key = {"model_sha256": str(meta.get("model_id") or meta.get("sha256", "")),
            "split": split, "preset": preset, "n": size if n is None else int(n),
-           "eval_seed": int(seed), "source_model": str(source_model) if source_model else ""}
+           "eval_seed": int(seed), "source_model": source_key(source_ids or {})}
     if len(table):
         same = np.ones(len(table), dtype=bool)
         for k, v in key.items():
@@ -210,12 +216,12 @@ def evaluate_to_table(
         table = table[~(same & table["view"].isin(wanted + ["all"]).to_numpy())]
     x, y, index, info = read_eval_split(store, split, n)
     seed_everything(seed)
-    extra = {}
-    if source_network is not None:
-        extra["transfer"] = {"source_model": source_network,
-                             **({"source": str(source_model)} if source_model else {})}
-    skipped = [r for r in run_list if r.name == "transfer" and source_network is None]
+    sources = dict(source_models or {})
+    missing = {name: named for name, named in transfer_runs_by_source(run_list).items()
+               if name not in sources}
+    skipped = [r for named in missing.values() for r in named]
     run_list = [r for r in run_list if r not in skipped]
+    extra = {"transfer": {"source_models": sources}} if sources else {}
     model = model.to(device)
     t0 = time.perf_counter()
     rows = evaluate_views(model, x, y, index, run_list, views or None,
@@ -223,7 +229,8 @@ def evaluate_to_table(
                           extra_params=extra)
     for r in rows if skipped else []:
         if r["attack"] == "clean":
-            r["flags"].append(f"skipped {len(skipped)} transfer run(s): no --source-model")
+            r["flags"] += [f"skipped {len(named)} transfer run(s) of source {name!r}: no "
+                           f"--source-model {name}=DIR" for name, named in missing.items()]
     base = {
         "dataset": meta.get("dataset") or info.get("dataset"), "arch": meta.get("arch"),
         "method": meta.get("method"), "params": json.dumps(meta.get("params") or {},
@@ -244,6 +251,21 @@ def evaluate_to_table(
     log.info("wrote %d rows to %s (%.1f s)", len(new), out, secs)
     return {"skipped": False, "rows": len(new), "seconds": secs, "out": str(out),
             "clean_accuracy": rows[0]["accuracy"]}
+
+
+def transfer_runs_by_source(runs: Sequence[AttackRun]) -> dict[str, list[AttackRun]]:
+    """The transfer runs of ``runs`` by the name of the source they craft on."""
+    out: dict[str, list[AttackRun]] = {}
+    for r in runs:
+        if r.name == "transfer":
+            out.setdefault(source_name_of(r.params), []).append(r)
+    return out
+
+
+def source_key(source_ids: Mapping[str, str]) -> str:
+    """The results' ``source_model`` of an evaluation with these transfer sources:
+    ``"base=<id>,default=<id>"`` (sorted by name; "" for none)."""
+    return ",".join(f"{name}={source_ids[name]}" for name in sorted(source_ids))
 
 
 def run_name(model_dir: str | Path) -> str:

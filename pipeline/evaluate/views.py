@@ -60,7 +60,7 @@ def smooth_copy(network: nn.Module, beta: float = SMOOTH_BETA) -> nn.Module:
     if cached is not None and cached[0] == beta:
         return cached[1]
     net = copy.deepcopy(network).eval()
-    for name, module in list(net.named_modules()):
+    for module in list(net.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.ReLU):
                 setattr(module, child_name, nn.Softplus(beta=beta))

@@ -177,6 +177,17 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _notes(t: pd.DataFrame) -> list[str]:
+    """The notes of a table's published numbers (``attrs["notes"]``: "¹ text", ...)."""
+    return list(getattr(t, "attrs", {}).get("notes") or [])
+
+
+def _md_notes(t: pd.DataFrame) -> str:
+    notes = _notes(t)
+    return "\nNotes on the published numbers:\n\n" + "".join(
+        f"- {n}\n" for n in notes) if notes else ""
+
+
 def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
                   galleries: list[Path] | None = None,
                   draw: Callable[[Path], list[Path]] | None = None,
@@ -239,7 +250,8 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
     md = ["# salpipe evaluation report\n",
           (f"{len(df)} result rows from {df['model'].nunique()} model(s); accuracy in %, "
            "mean ± std over training seeds; `· paper` columns give the published number "
-           "for the same cell (data/paper_tables).\n")]
+           "for the same data set, architecture, method, variant, attack and budget "
+           "(data/paper_tables), its marks (¹) the notes under the table.\n")]
     parts = [("Accuracy", [(k, v) for k, v in tables.items()])]
     if comparisons:
         parts.append(("Training settings and declared deviations (salpipe check-sweep)",
@@ -254,6 +266,7 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
         for sub, t in items:
             md.append(f"\n### {sub}\n\n" if sub else "\n")
             md.append(_md(t))
+            md.append(_md_notes(t))
     md.append("\n## Figures\n")
     for f in figures + ([cost_png] if cost_png else []):
         md.append(f"\n![{f.stem}]({f.name})\n")
@@ -271,13 +284,17 @@ def _html(parts, figures, cost_png, gallery, n_rows) -> str:
            "margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}"
            "td:nth-child(odd){background:#fafafa}img{max-width:100%}")
     body = [(f"<h1>salpipe evaluation report</h1><p>{n_rows} result rows; accuracy in %, "
-             "mean ± std over training seeds; <i>· paper</i> columns: published numbers.</p>")]
+             "mean ± std over training seeds; <i>· paper</i> columns: published numbers for the "
+             "same cell, their marks the notes under the table.</p>")]
     for title, items in parts:
         body.append(f"<h2>{html.escape(title)}</h2>")
         for sub, t in items:
             if sub:
                 body.append(f"<h3>{html.escape(sub)}</h3>")
             body.append(t.to_html(escape=True) if not t.empty else "<p><i>none</i></p>")
+            if _notes(t):
+                body.append("<p>Notes on the published numbers:</p><ul>" + "".join(
+                    f"<li>{html.escape(n)}</li>" for n in _notes(t)) + "</ul>")
     body.append("<h2>Figures</h2>")
     body += [f'<img src="{f.name}">' for f in figures + ([cost_png] if cost_png else [])]
     if gallery:

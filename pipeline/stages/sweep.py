@@ -12,6 +12,7 @@ from pipeline.config import ConfigError
 from pipeline.config.dag import Dag
 from pipeline.config.sweep import Registries, Sweep, load_sweep
 from pipeline.data import DATASETS
+from pipeline.evaluate.presets import adaptive_suite_gaps, load_presets, select_preset
 from pipeline.models import MODELS
 from pipeline.saliency import SALIENCY
 from pipeline.train import TRAINING
@@ -29,8 +30,31 @@ def load_checked_sweep(path: str | Path, overrides: dict | None = None) -> Sweep
 
 
 def load_dag(config: dict, sweeps_dir: str | Path = "config/sweeps") -> Dag:
-    """The DAG of the Snakemake ``config``, its sweep checked against every registry."""
-    return Dag.from_config(config, sweeps_dir, registries())
+    """The DAG of the Snakemake ``config``, its sweep checked against every registry and
+    its presets against the presets file (a defence's preset must hold the adaptive
+    suite)."""
+    presets = load_presets()
+    dag = Dag.from_config(config, sweeps_dir, registries(), presets)
+    check_presets(dag)
+    return dag
+
+
+def check_presets(dag: Dag) -> None:
+    """Every preset the sweep names exists, and the defences' preset holds the adaptive
+    suite (:func:`~pipeline.evaluate.presets.adaptive_suite_gaps`): a sweep that would
+    evaluate a defence more weakly than the field's practice does not start."""
+    sweep = dag.sweep
+    for key in ("preset", "defence_preset"):
+        select_preset(dag.presets, getattr(sweep.evaluate, key))
+    if not sweep.sad:
+        return
+    name = sweep.evaluate.defence_preset
+    gaps = adaptive_suite_gaps(dag.presets[name])
+    if gaps:
+        raise ConfigError(
+            f"sweep {sweep.name}: evaluate.defence_preset {name!r} lacks the adaptive suite "
+            f"its defences ({', '.join(sweep.sad)}) must be evaluated with:\n  "
+            + "\n  ".join(gaps) + "\n(use the `defence` preset, or complete this one)")
 
 
 def sweep_path(sweep: str | Path, sweeps_dir: str | Path = "config/sweeps") -> Path:
@@ -52,4 +76,4 @@ def sweep_path(sweep: str | Path, sweeps_dir: str | Path = "config/sweeps") -> P
 def load_dag_of(sweep: str | Path, sweeps_dir: str | Path = "config/sweeps") -> Dag:
     """The DAG of one sweep (a name or a file path), checked against every registry."""
     path = sweep_path(sweep, sweeps_dir)
-    return Dag.from_config({"sweep": path.stem}, path.parent, registries())
+    return load_dag({"sweep": path.stem}, path.parent)

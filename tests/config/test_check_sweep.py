@@ -168,3 +168,23 @@ def test_the_dag_refuses_an_unfair_sweep_before_any_job(tmp_path):
     assert res.returncode != 0
     assert "standard | pgd_at differ in epochs (3 vs 1)" in out, out
     assert "rule prepare_data" not in out and not (tmp_path / "out").exists()
+
+
+def test_a_defence_preset_without_the_adaptive_suite_is_refused(tmp_path):
+    """A sweep that would evaluate its SAD models with the old `sad` preset (PGD-20 at
+    4/255, Square and transfer at 8/255 only) does not start, naming what is missing."""
+    def edit(d):
+        d["evaluate"]["defence_preset"] = "sad"
+
+    with pytest.raises(ConfigError, match=r"defence_preset 'sad' lacks the adaptive suite"
+                       r"(.|\n)*1/255: APGD-CE(.|\n)*8/255: transfer from another seed"):
+        load_dag_of(sweep_copy(tmp_path, "cifar_quick", edit))
+
+
+def test_defences_get_the_defence_preset_and_their_own_image_count():
+    dag = load_dag({"sweep": "cifar_quick"})
+    sad = dag.eval_args("cifar10", None, "sad")
+    assert sad[sad.index("--preset") + 1] == "defence" and sad[sad.index("--n") + 1] == "200"
+    std = dag.eval_args("cifar10", None, "standard")
+    assert std[std.index("--preset") + 1] == "pgd20" and std[std.index("--n") + 1] == "500"
+    assert set(dag.transfer_sources("cifar10", "sad", 0)) == {"base", "other_seed"}

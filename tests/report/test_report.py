@@ -16,7 +16,8 @@ def _fixture_results(path):
     rows = []
     for method, sources in [("standard", []), ("pgd_at", []), ("sat", ["resnet10_adv.gbp"])]:
         for seed in (0, 1):
-            base = {"dataset": "cifar10", "split": "test", "arch": "resnet10", "method": method,
+            # ResNet-34: paper 000's students, so its Table 1 is quoted beside them
+            base = {"dataset": "cifar10", "split": "test", "arch": "resnet34", "method": method,
                     "params": "{}", "teacher": "", "saliency_sources": json.dumps(sources),
                     "seed": seed, "model": f"{method}_{seed}", "n": 100, "flags": "[]",
                     "steps": 5.0, "restarts": 1.0, "seconds": 1.0}
@@ -54,7 +55,7 @@ def test_report_contains_every_method_and_attack(tmp_path):
     assert "80.50 ± 0.71" in md  # clean accuracy, mean +- std over the two seeds
     assert "47.71" in md  # paper 000 Table 1, 'Original' at PGD-5 1/255, beside ours
     assert "training cost" in md.lower() and (tmp_path / "report" / "training_cost.png").is_file()
-    assert (tmp_path / "report" / "curves_cifar10_resnet10.png").is_file()
+    assert (tmp_path / "report" / "curves_cifar10_resnet34.png").is_file()
     assert summary["flags"] == 7  # one per model that raised it
 
 

@@ -32,7 +32,7 @@ def test_evaluate_sad_checkpoint_with_views(tmp_path, store, checkpoint, presets
     run_evaluate(checkpoint, store, **kw)
     assert not run_evaluate(sad_dir, store, **kw)["skipped"]
     df = read_results(out)
-    assert set(df["view"]) == {"", "adaptive", "adaptive_bpda", "nonadaptive", "all"}
+    assert set(df["view"]) == {"", "adaptive", "adaptive_bpda", "smooth", "nonadaptive", "all"}
     sad_rows = df[df["view"] != ""]
     assert set(sad_rows["method"]) == {"sad"} and sad_rows["model_sha256"].nunique() == 1
     assert run_evaluate(sad_dir, store, **kw)["skipped"]

@@ -84,8 +84,9 @@ def test_dry_run_quotes_a_data_root_with_a_space(tmp_path):
     for stage in ("train", "evaluate", "report"):
         jobs = job_words(out, stage)
         assert jobs and all(w[0] == "salpipe" for w in jobs)
-        assert all(word.startswith(f"{work}/") for w in jobs for word in w
-                   if "/cpu/" in word), jobs
+        # a path is one word, or the value of one `NAME=path` word (--source-model)
+        assert all(re.sub(r"^[a-z0-9_]+=", "", word).startswith(f"{work}/")
+                   for w in jobs for word in w if "/cpu/" in word), jobs
 
 
 @pytest.mark.slow

@@ -18,20 +18,29 @@ SOURCE_DONE = f"{W}/flags/{{dataset}}/saliency/{{source}}.done"
 TEACHER = f"{W}/runs/{{dataset}}/teachers/{{teacher}}"
 STUDENT = f"{W}/runs/{{dataset}}/students/{{student}}/seed{{seed}}"
 SAD = f"{W}/runs/{{dataset}}/sad/{{sad}}/seed{{seed}}"
-RESULT = f"{W}/results/{{dataset}}/{{model}}/seed{{seed}}/{P.evaluate.preset}.parquet"
+RESULT = f"{W}/results/{{dataset}}/{{model}}/seed{{seed}}/{{preset}}.parquet"
 GALLERY = f"{W}/galleries/{{dataset}}/{{source}}.png"
 REPORT = f"{W}/report"
 LOGS = f"{W}/logs"
 
 
 def sweep_targets():
-    """Every teacher and saliency source of the sweep, every evaluation, the report."""
+    """Every teacher and saliency source of the sweep, every evaluation, the transfer
+    sources the evaluations need (seeds outside the sweep's included), the report."""
     return [
         *(f"{TEACHER}/model.pt".format(dataset=d, teacher=t) for d, t in SWEEP.teacher_cells()),
         *(SOURCE_DONE.format(dataset=d, source=s) for d, s in SWEEP.source_cells()),
-        *(RESULT.format(dataset=d, model=m, seed=s) for d, m, s in SWEEP.cells()),
+        *(result_of(d, m, s) for d, m, s in SWEEP.cells()),
+        *(f"{model_dir_of(d, m, s)}/model.pt" for d, m, s in SWEEP.transfer_jobs()),
         f"{REPORT}/report.html",
     ]
+
+
+def result_of(dataset, model, seed):
+    """The results table of one evaluation, named by its preset (a defence's is the
+    defence preset)."""
+    return RESULT.format(dataset=dataset, model=model, seed=seed,
+                         preset=SWEEP.preset_for(model))
 
 
 def model_dir_of(dataset, model, seed):
@@ -42,6 +51,17 @@ def model_dir_of(dataset, model, seed):
 
 def model_dir(w):
     return model_dir_of(w.dataset, w.model, w.seed)
+
+
+def transfer_dirs(w):
+    """``{name: run directory}`` of the evaluation's transfer sources."""
+    sources = SWEEP.transfer_sources(w.dataset, w.model, int(w.seed))
+    return {name: model_dir_of(w.dataset, m, s) for name, (m, s) in sources.items()}
+
+
+def transfer_inputs(w):
+    """The transfer sources' checkpoints: an evaluation waits for their jobs."""
+    return [f"{d}/model.pt" for d in transfer_dirs(w).values()]
 
 
 def source_inputs(w):
@@ -68,7 +88,7 @@ def sad_base_dir(w):
 
 
 def all_results(w):
-    return [RESULT.format(dataset=d, model=m, seed=s) for d, m, s in SWEEP.cells()]
+    return [result_of(d, m, s) for d, m, s in SWEEP.cells()]
 
 
 def all_galleries(w):
@@ -112,3 +132,4 @@ wildcard_constraints:
     sad=_alts(P.sad),
     model=_alts(list(P.students) + list(P.sad)),
     seed=r"\d+",
+    preset=_alts({P.evaluate.preset, P.evaluate.defence_preset}),

@@ -163,15 +163,16 @@ rule evaluate:
     input:
         flag=PREPARED,
         model=lambda w: f"{model_dir(w)}/model.pt",
+        sources=transfer_inputs,
     output:
         RESULT,
     log:
-        f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.log",
+        f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.{{preset}}.log",
     params:
         device=config["device"],
         store=STORE,
         model=lambda w, input: os.path.dirname(input.model),
-        args=lambda w: SWEEP.eval_args(w.dataset),
+        args=lambda w: SWEEP.eval_args(w.dataset, transfer_dirs(w), w.model),
     threads: 1
     resources:
         gpu=1,

@@ -233,10 +233,26 @@ def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = 
     return {**summary, "out": str(out_dir)}
 
 
+def defences_first(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The tables with a leading one per worst-case table holding defences: only their
+    per-example worst case over every attack and view (rows ``<all>``), the number to
+    read for a defence; every view stays in the tables beneath."""
+    lead = {}
+    for name, t in tables.items():
+        if "worst_case" not in name:
+            continue
+        rows = [r for r in t.index if str(r).endswith("<all>")]
+        if rows:
+            head, _, rest = name.partition(": ")
+            lead[f"{head}: defences, worst case over every attack and view ({rest})"] = \
+                t.loc[rows]
+    return {**lead, **tables}
+
+
 def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
            drawn: list[Path], comparisons: dict | None = None) -> dict:
     deviations = (comparisons or {}).get("deviations") or {}
-    tables = accuracy_tables(df, load_paper_tables(), deviations)
+    tables = defences_first(accuracy_tables(df, load_paper_tables(), deviations))
     metrics, flags = metric_tables(df, deviations), flags_table(df)
     figures = robustness_curves(df, out)
     cost = read_training_cost(runs)

@@ -165,3 +165,16 @@ def test_a_bad_comparisons_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"comparisons file .*missing\.json"):
         run_report([res], tmp_path / "report", comparisons=tmp_path / "missing.json")
     assert not (tmp_path / "report").exists()
+
+
+def test_a_defence_leads_with_its_worst_case_over_every_view():
+    from pipeline.report.render import defences_first
+
+    t = pd.DataFrame({"8/255": ["1.0", "11.5", "2.5"]},
+                     index=["sad <adaptive>", "sad <nonadaptive>", "sad <all>"])
+    tables = {"cifar10 / resnet10 / test: pgd20 (n = 200)": t,
+              "cifar10 / resnet10 / test: worst_case, preset defence (n = 200)": t}
+    out = defences_first(tables)
+    first = next(iter(out))
+    assert "defences, worst case over every attack and view" in first
+    assert list(out[first].index) == ["sad <all>"] and len(out) == 3

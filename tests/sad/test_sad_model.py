@@ -144,11 +144,13 @@ def test_train_mode_never_reaches_the_network(bn_model):
     assert all(torch.equal(v, bn_model.state_dict()[k]) for k, v in before.items())
 
 
-def test_exact_equals_bpda_on_a_relu_network(bn_model):
+def test_bpda_is_not_exact_on_a_relu_network(bn_model):
     # A piecewise-linear network's input gradient is locally constant (zero Hessian a.e.),
-    # so the saliency term has zero derivative and double backprop gives BPDA's gradient:
-    # on our ReLU models the two adaptive views coincide (the saliency step is masked).
-    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    # so the saliency term has zero derivative: exact gradients equal those with only the
+    # saliency term detached, and the clip zeroes the gradient of clipped pixels. BPDA
+    # replaces the whole transformation (saliency step and clip) by the identity: the
+    # gradient is the network's at T(x), clipped pixels included.
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64) * 0.3 + 0.7
     net = bn_model.double()
 
     def grad(mode):
@@ -156,4 +158,10 @@ def test_exact_equals_bpda_on_a_relu_network(bn_model):
         out = SADModel(net, SadConfig(ratio=0.8, grad_mode=mode))(xi)
         return torch.autograd.grad(out.logsumexp(1).sum(), xi)[0]
 
-    torch.testing.assert_close(grad("exact"), grad("bpda"))
+    sad = SADModel(net, SadConfig(ratio=0.8))
+    tx = sad.purify(x).detach().requires_grad_(True)
+    at_tx = torch.autograd.grad(net(tx).logsumexp(1).sum(), tx)[0]
+    torch.testing.assert_close(grad("bpda"), at_tx)
+    clipped = (tx.detach() == 1) | (tx.detach() == 0)
+    assert clipped.any() and (grad("exact")[clipped] == 0).all()
+    assert (grad("bpda")[clipped] != 0).any()

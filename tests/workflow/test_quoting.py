@@ -128,7 +128,7 @@ def test_shell_syntax_in_workdir_and_data_root_is_never_run(tmp_path):
     assert res.returncode == 0, out[-6000:]
     smoke = work / "smoke"
     assert (smoke / "report" / "report.html").is_file()
-    words = first_log_line(smoke / "logs/evaluate/shapes/pgd_at/seed0.log")
+    words = first_log_line(smoke / "logs/evaluate/shapes/pgd_at/seed0.quick.log")
     assert option(words, "--store") == f"{smoke}/cache/shapes.zarr"
 
     # a real job that reads data_root: the path arrives as one word, and the job fails

@@ -66,13 +66,12 @@ def test_tiny_evaluations_get_their_sources_and_the_seed_1_jobs_run(tmp_path):
         model = re.search(r"/(students|sad)/(\w+)/seed0$", option(words, "--model"))
         assert model, words
         sources = sources_of(words)
-        assert sources.pop("default") == f"{runs}/students/standard/seed1", words
-        if model.group(1) == "sad":  # a SAD model's own undefended base student
+        if model.group(1) == "sad":  # the defence preset: its own base, another seed
             base = {"sad": "standard", "at_sad": "pgd_at"}[model.group(2)]
             assert sources == {"base": f"{runs}/students/{base}/seed0",
                                "other_seed": f"{runs}/students/{base}/seed1"}, words
         else:  # base and other_seed are a SAD model's only: skipped with a flag
-            assert sources == {}, words
+            assert sources == {"default": f"{runs}/students/standard/seed1"}, words
     trained = {option(w, "--out") for w in job_words(out, "train")
                if w[w.index("--store") - 1] == "train"}  # not `--split train`
     assert {f"{runs}/students/standard/seed1", f"{runs}/students/pgd_at/seed1"} <= trained
@@ -92,13 +91,16 @@ def test_shipped_tiny_passes_exactly_the_sources_its_preset_names(tmp_path):
     for words in evaluations:
         model = re.search(r"/(\w+)/seed(\d+)$", option(words, "--model"))
         named = dag.sweep.transfer_sources("shapes", model.group(1), int(model.group(2)))
-        assert set(sources_of(words)) == set(named) & dag.preset_sources(), words
+        used = dag.preset_sources(dag.preset_for(model.group(1)))
+        assert set(sources_of(words)) == set(named) & used, words
     if "default" in dag.preset_sources():  # tiny names standard seed 1 as its source
         assert f"{tmp_path}/tiny/runs/shapes/students/standard/seed1" in out
 
 
 def test_a_preset_without_transfer_entries_adds_no_job(tmp_path):
-    # cifar_quick names a source (standard seed 1) and a transfer_seed: unused, untrained
+    # cifar_quick names a source (standard seed 1) that its students' preset never uses:
+    # their evaluations get no --source-model (its SAD models' defence preset uses their
+    # own base and other_seed sources)
     data = yaml.safe_load((REPO / "config" / "presets.yaml").read_text())
     data["presets"]["pgd20"] = {"attacks": [
         {"label": "pgd20", "attack": "pgd", "eps": "8/255", "params": {"steps": 20}}]}
@@ -106,5 +108,10 @@ def test_a_preset_without_transfer_entries_adds_no_job(tmp_path):
     presets.write_text(yaml.safe_dump(data))
     out = dry_run_with_presets(presets, "-n", "-p", "--config", "sweep=cifar_quick",
                                f"workdir={tmp_path / 'work'}")
-    assert job_words(out, "evaluate")
-    assert "--source-model" not in out and "/seed1" not in out
+    students = [w for w in job_words(out, "evaluate") if "/students/" in option(w, "--model")]
+    assert students and not [w for w in students if "--source-model" in w]
+    trained = {option(w, "--out") for w in job_words(out, "train")
+               if w[w.index("--store") - 1] == "train"}
+    assert {t for t in trained if t.endswith("/seed1")} == {
+        f"{tmp_path / 'work'}/cifar_quick/runs/cifar10/students/{b}/seed1"
+        for b in ("standard", "pgd_at")}  # the SAD models' other_seed bases only

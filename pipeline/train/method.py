@@ -21,8 +21,8 @@ from pipeline.cache.batch import Batch
 BN_MODES = ("eval", "train")
 
 __all__ = [
-    "BN_MODES", "Batch", "Loss", "StepContext", "TrainingMethod", "cross_entropy_at",
-    "uniform_noise",
+    "BN_MODES", "Batch", "Loss", "StepContext", "TrainingMethod", "coin", "cross_entropy_at",
+    "noise_or_attack", "uniform_noise",
 ]
 
 
@@ -107,6 +107,21 @@ def uniform_noise(
     """``clip(x + U[-eps, eps], 0, 1)`` drawn with ``generator`` (on x's device)."""
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (x + (2 * u - 1) * eps).clamp(0, 1)
+
+
+def coin(p: float, generator: torch.Generator | None, device: torch.device) -> bool:
+    """True with probability ``p`` (one draw from the method's RNG)."""
+    gdev = generator.device if generator is not None else device
+    return bool(torch.rand((), generator=generator, device=gdev) < p)
+
+
+def noise_or_attack(p: float, batch: Batch, eps: float, ctx: StepContext,
+                    attack) -> torch.Tensor:
+    """The public SAT code's noise baselines: one coin per batch (probability ``p``)
+    between ``clip(x + U[-eps, eps])`` and ``attack()`` (the method's own example)."""
+    if coin(p, ctx.generator, batch.x.device):
+        return uniform_noise(batch.x, eps, ctx.generator)
+    return attack()
 
 
 def cross_entropy_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:

@@ -22,10 +22,10 @@ from pipeline.train.method import (
     Loss,
     StepContext,
     cross_entropy_at,
+    noise_or_attack,
     uniform_noise,
 )
 from pipeline.train.pgd_at import PGDAT
-from pipeline.train.pgd_sat import coin
 
 
 @TRAINING.register("pgd_at_uniform")
@@ -54,9 +54,8 @@ class PGDATUniform(PGDAT):
         self, model: nn.Module, batch: Batch, ctx: StepContext
     ) -> torch.Tensor:
         """The batch's training input (noise or PGD branch), within eps of x, in [0, 1]."""
-        if coin(self.p, ctx.generator, batch.x.device):
-            return uniform_noise(batch.x, self.eps, ctx.generator)
-        return self.adversarial(model, batch, ctx)
+        return noise_or_attack(self.p, batch, self.eps, ctx,
+                               lambda: self.adversarial(model, batch, ctx))
 
     def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
         return cross_entropy_at(model, self.perturbed(model, batch, ctx), batch.y)

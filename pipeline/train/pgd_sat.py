@@ -15,16 +15,11 @@ from pipeline.train.method import (
     Loss,
     StepContext,
     TrainingMethod,
+    coin,
     cross_entropy_at,
 )
 from pipeline.train.pgd_at import PGDAT
 from pipeline.train.sat import SATSchedule
-
-
-def coin(p: float, generator: torch.Generator | None, device: torch.device) -> bool:
-    """True with probability ``p`` (one draw from the method's RNG)."""
-    gdev = generator.device if generator is not None else device
-    return bool(torch.rand((), generator=generator, device=gdev) < p)
 
 
 def official_overshoot(x: torch.Tensor, step: torch.Tensor, eps: float,

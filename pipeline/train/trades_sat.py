@@ -10,8 +10,7 @@ from torch import nn
 
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, Loss, StepContext, TrainingMethod
-from pipeline.train.pgd_sat import coin
+from pipeline.train.method import Batch, Loss, StepContext, TrainingMethod, coin
 from pipeline.train.sat import SATSchedule
 from pipeline.train.trades import TRADES
 

@@ -16,8 +16,13 @@ from torch import nn
 
 from pipeline.config import budget_field
 from pipeline.train import TRAINING
-from pipeline.train.method import Batch, Loss, StepContext, uniform_noise
-from pipeline.train.pgd_sat import coin
+from pipeline.train.method import (
+    Batch,
+    Loss,
+    StepContext,
+    noise_or_attack,
+    uniform_noise,
+)
 from pipeline.train.trades import TRADES
 
 
@@ -46,9 +51,8 @@ class TRADESUniform(TRADES):
         self, model: nn.Module, batch: Batch, ctx: StepContext
     ) -> torch.Tensor:
         """The KL term's input (noise or TRADES branch), within eps of x, in [0, 1]."""
-        if coin(self.p, ctx.generator, batch.x.device):
-            return uniform_noise(batch.x, self.eps, ctx.generator)
-        return self.adversarial(model, batch, ctx)
+        return noise_or_attack(self.p, batch, self.eps, ctx,
+                               lambda: self.adversarial(model, batch, ctx))
 
     def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
         return self.loss_at(model, batch, self.perturbed(model, batch, ctx))

@@ -164,7 +164,7 @@ def test_pgd_sat_branches_and_official_overshoot():
     assert not torch.equal(out, sat_only.perturbed(model, b, ctx(epoch=4)))
     # about half the batches take each branch (one coin per batch)
     g = torch.Generator().manual_seed(0)
-    from pipeline.train.pgd_sat import coin
+    from pipeline.train.method import coin
     share = sum(coin(0.5, g, torch.device("cpu")) for _ in range(400)) / 400
     assert 0.4 < share < 0.6
 

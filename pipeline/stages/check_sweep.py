@@ -122,11 +122,14 @@ def _aug(a) -> str:
     return ", ".join(f"{f.name} {getattr(a, f.name)}" for f in dataclasses.fields(a))
 
 
-def student_settings(dag: Dag, dataset: str, student: str) -> dict[str, str]:
-    """The compared settings of one student on one data set, as display strings."""
+def student_settings(dag: Dag, dataset: str, student: str,
+                     train: dict | None = None) -> dict[str, str]:
+    """The compared settings of one student on one data set, as display strings;
+    ``train``: the students' training config file, already read (None: read it)."""
     sweep = dag.sweep
     spec = sweep.students[student]
-    train = load_yaml_file(sweep.student.train, "training config") or {}
+    if train is None:
+        train = load_yaml_file(sweep.student.train, "training config") or {}
     cfg = train_config_from(train, dag.student_train(dataset, student),
                             f"students.{student}.train")
     method = build_method(TRAINING, spec.method, dag.student_params(dataset, student),
@@ -166,9 +169,10 @@ def compare(dag: Dag) -> Comparison:
     result = Comparison(sweep.name)
     result.deviations = {n: dict(s.deviations) for n, s in sweep.students.items()
                          if s.deviations}
+    train = load_yaml_file(sweep.student.train, "training config") or {}  # read once
     for ds in sweep.datasets:
         names = [s for s in sweep.students if sweep._on(sweep.students[s].datasets, ds)]
-        table = {n: student_settings(dag, ds, n) for n in names}
+        table = {n: student_settings(dag, ds, n, train) for n in names}
         result.settings[ds] = table
         for a, b in itertools.combinations(names, 2):
             sa, sb = table[a], table[b]

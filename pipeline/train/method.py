@@ -21,8 +21,8 @@ from pipeline.cache.batch import Batch
 BN_MODES = ("eval", "train")
 
 __all__ = [
-    "BN_MODES", "Batch", "Loss", "StepContext", "TrainingMethod", "coin", "cross_entropy_at",
-    "noise_or_attack", "uniform_noise",
+    "BN_MODES", "Batch", "Loss", "NoiseCoin", "StepContext", "TrainingMethod", "coin",
+    "cross_entropy_at", "noise_or_attack", "uniform_noise",
 ]
 
 
@@ -122,6 +122,26 @@ def noise_or_attack(p: float, batch: Batch, eps: float, ctx: StepContext,
     if coin(p, ctx.generator, batch.x.device):
         return uniform_noise(batch.x, eps, ctx.generator)
     return attack()
+
+
+@dataclass(frozen=True)
+class NoiseCoin:
+    """Mixin of the noise baselines (``pgd_at_uniform``, ``trades_uniform``): ``p``, and
+    :meth:`perturbed` = :func:`noise_or_attack` with the method's own ``adversarial``."""
+
+    p: float = 0.5
+
+    def __post_init__(self):
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        if not 0 <= self.p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {self.p}")
+
+    def perturbed(self, model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        """The batch's input: noise or the attack's example, within eps of x, in [0, 1]."""
+        return noise_or_attack(self.p, batch, self.eps, ctx,
+                               lambda: self.adversarial(model, batch, ctx))
 
 
 def cross_entropy_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:

@@ -20,9 +20,9 @@ from pipeline.train import TRAINING
 from pipeline.train.method import (
     Batch,
     Loss,
+    NoiseCoin,
     StepContext,
     cross_entropy_at,
-    noise_or_attack,
     uniform_noise,
 )
 from pipeline.train.pgd_at import PGDAT
@@ -30,7 +30,7 @@ from pipeline.train.pgd_at import PGDAT
 
 @TRAINING.register("pgd_at_uniform")
 @dataclass(frozen=True)
-class PGDATUniform(PGDAT):
+class PGDATUniform(NoiseCoin, PGDAT):
     """``CE(model(x'), y)``: x' = ``clip(x + u)``, u ~ U[-eps, eps], with probability
     ``p``, else the PGD example.
 
@@ -42,20 +42,6 @@ class PGDATUniform(PGDAT):
 
     With p = 0.5 an epoch costs about half of PGD-AT's.
     """
-
-    p: float = 0.5
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 <= self.p <= 1:
-            raise ValueError(f"p must be in [0, 1], got {self.p}")
-
-    def perturbed(
-        self, model: nn.Module, batch: Batch, ctx: StepContext
-    ) -> torch.Tensor:
-        """The batch's training input (noise or PGD branch), within eps of x, in [0, 1]."""
-        return noise_or_attack(self.p, batch, self.eps, ctx,
-                               lambda: self.adversarial(model, batch, ctx))
 
     def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
         return cross_entropy_at(model, self.perturbed(model, batch, ctx), batch.y)

@@ -19,8 +19,8 @@ from pipeline.train import TRAINING
 from pipeline.train.method import (
     Batch,
     Loss,
+    NoiseCoin,
     StepContext,
-    noise_or_attack,
     uniform_noise,
 )
 from pipeline.train.trades import TRADES
@@ -28,7 +28,7 @@ from pipeline.train.trades import TRADES
 
 @TRAINING.register("trades_uniform")
 @dataclass(frozen=True)
-class TRADESUniform(TRADES):
+class TRADESUniform(NoiseCoin, TRADES):
     """``CE(model(x), y) + beta * KL(model(x) || model(x'))``: x' = ``clip(x + u)``,
     u ~ U[-eps, eps], with probability ``p``, else the KL-maximising example.
 
@@ -41,18 +41,6 @@ class TRADESUniform(TRADES):
     """
 
     beta: float = 1.0
-    p: float = 0.5
-
-    def __post_init__(self):
-        if not 0 <= self.p <= 1:
-            raise ValueError(f"p must be in [0, 1], got {self.p}")
-
-    def perturbed(
-        self, model: nn.Module, batch: Batch, ctx: StepContext
-    ) -> torch.Tensor:
-        """The KL term's input (noise or TRADES branch), within eps of x, in [0, 1]."""
-        return noise_or_attack(self.p, batch, self.eps, ctx,
-                               lambda: self.adversarial(model, batch, ctx))
 
     def batch_loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> Loss:
         return self.loss_at(model, batch, self.perturbed(model, batch, ctx))

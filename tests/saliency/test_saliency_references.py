@@ -6,24 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import build_model
 from pipeline.saliency import SALIENCY
 from pipeline.saliency.cam import class_activation_map
 
 
 @pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    model = build_model("resnet10", 10, width=8).eval()
-    # non-trivial BN statistics so the ReLUs gate differently per image
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model
+def resnet(bn_resnet):
+    return bn_resnet
 
 
 @pytest.fixture

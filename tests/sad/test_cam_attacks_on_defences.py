@@ -12,7 +12,6 @@ from pipeline.attacks import ATTACKS
 from pipeline.attacks.cam_maps import cam_maps, kendall_tau, logits_and_cam_maps
 from pipeline.config.sad import SadConfig
 from pipeline.core.seeds import derive_seed
-from pipeline.models import build_model
 from pipeline.models.base import ImageClassifier, Normalize
 from pipeline.sad.model import SADModel
 
@@ -20,13 +19,10 @@ RATIO = 0.8
 
 
 @pytest.fixture
-def network() -> nn.Module:
-    """small_cnn width 8 (a 4 x 4 CAM on 16 x 16 images), fc scaled so predictions vary."""
-    torch.manual_seed(0)
-    net = build_model("small_cnn", 4, width=8)
-    with torch.no_grad():
-        net.fc.weight.mul_(10)
-    return net.eval()
+def network(bn_model) -> nn.Module:
+    """small_cnn width 8 (a 4 x 4 CAM on 16 x 16 images), fc scaled so predictions vary:
+    the SAD tests' ``bn_model``."""
+    return bn_model
 
 
 def defence(network: nn.Module, saliency: str = "grad") -> SADModel:

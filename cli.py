@@ -404,7 +404,8 @@ def _source_models(ctx, param, values: tuple[str, ...]) -> dict[str, Path]:
               help="Checkpoint run directory (model.pt + model.json).")
 @click.option("--store", required=True, help="Data set Zarr store (path or fsspec URL).")
 @click.option("--preset", default="quick", show_default=True,
-              help="Attack preset from config/presets.yaml (quick, sat, sip, sad, int, full).")
+              help="Attack preset from config/presets.yaml (quick, pgd20, sat, sip, sad, "
+                   "defence, defence_quick, int, full).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--n", type=int, default=None, help="Evaluate the first N images (default all).")
 @click.option("--batch-size", default=256, show_default=True, help="Attack batch size; results do not depend on it.")
@@ -418,9 +419,10 @@ def _source_models(ctx, param, values: tuple[str, ...]) -> dict[str, Path]:
               help="Presets YAML (default: config/presets.yaml of the package).")
 @click.option("--force", is_flag=True, help="Re-run an evaluation already in --out.")
 @click.option("--view", "views", multiple=True,
-              type=click.Choice(["adaptive", "adaptive_bpda", "nonadaptive"]),
+              type=click.Choice(["adaptive", "adaptive_bpda", "smooth", "nonadaptive"]),
               help="Wrapped defences (SAD) only: what the attacks see - the whole defence "
-                   "(exact or BPDA gradients) or the inner network. Repeatable; default all.")
+                   "(exact, BPDA or smooth-surrogate gradients) or the inner network. "
+                   "Repeatable; default all.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Results Parquet table; rows are appended.")
 @click.pass_context

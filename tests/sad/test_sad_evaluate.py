@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +198,18 @@ def test_view_flags_catch_a_weaker_adaptive_attack():
                         row("nonadaptive", 0.03)])
     assert len(flags) == 1 and "view adaptive " in flags[0] and "masking" in flags[0]
     assert view_flags([row("adaptive", 0.035), row("nonadaptive", 0.03)]) == []
+
+
+def test_cli_names_every_view_and_preset():
+    """`salpipe evaluate --help` offers every view and names every shipped preset."""
+    import yaml
+
+    from cli import evaluate
+    from pipeline.evaluate.views import VIEWS
+
+    params = {p.name: p for p in evaluate.params}
+    assert tuple(params["views"].type.choices) == VIEWS
+    root = Path(__file__).resolve().parents[2]
+    shipped = yaml.safe_load((root / "config" / "presets.yaml").read_text())["presets"]
+    for name in shipped:
+        assert name in params["preset"].help, name

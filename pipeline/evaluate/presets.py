@@ -20,6 +20,7 @@ _LABEL = re.compile(r"^[a-z0-9_]+$")
 # ``views`` of a preset entry: each, whole, or these names (pipeline/evaluate/views.py)
 VIEW_NAMES = ("each", "whole", "adaptive", "adaptive_bpda", "smooth", "nonadaptive")
 WHEN = ("always", "random")
+ENTRY_KEYS = ("attack", "label", "eps", "params", "views", "when", "survivors")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,15 @@ class AttackRun:
     views: tuple[str, ...] = ("each",)
     # ``always``; ``random``: only when the forward pass is random (EOT attacks)
     when: str = "always"
+    # True: crafted only on the examples every earlier run at this budget (in every view
+    # evaluated so far) left robust, as AutoAttack runs APGD-T and Square after APGD-CE;
+    # its accuracy row is then the worst case so far, not the attack's own accuracy
+    survivors: bool = False
+
+    def narrow(self, todo, index):
+        """The examples this run attacks, given ``todo`` (bool [N]) and the dataset
+        ``index`` [N]; a view-aware run also drops those broken in earlier views."""
+        return todo
 
     def build(self, extra: dict | None = None, where: str | None = None):
         """The attack object (``ATTACKS``), ``eps`` and ``extra`` merged into ``params``.
@@ -62,7 +72,8 @@ class AttackRun:
             raise ConfigError(f"{where} (attack {self.name!r}): {msg}") from None
 
     def params_json(self) -> str:
-        return json.dumps(self.params, sort_keys=True, default=str)
+        params = {**self.params, "survivors": True} if self.survivors else self.params
+        return json.dumps(params, sort_keys=True, default=str)
 
 
 def load_presets(path: str | Path | None = None) -> dict[str, list[AttackRun]]:
@@ -159,10 +170,10 @@ def _as_list(value: Any, where: str) -> list:
 def _entry_runs(entry: Any, where: str) -> list[AttackRun]:
     if not isinstance(entry, dict) or "attack" not in entry:
         raise ConfigError(f"{where}: expected a mapping with an 'attack' key, got {entry!r}")
-    unknown = set(entry) - {"attack", "label", "eps", "params", "views", "when"}
+    unknown = set(entry) - set(ENTRY_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; allowed: "
-                          "attack, label, eps, params, views, when")
+                          f"{', '.join(ENTRY_KEYS)}")
     views, when = entry.get("views", "each"), entry.get("when", "always")
     views = tuple(views) if isinstance(views, list) else (views,)
     bad = [v for v in views if v not in VIEW_NAMES]
@@ -171,6 +182,9 @@ def _entry_runs(entry: Any, where: str) -> list[AttackRun]:
                           f"views ({', '.join(VIEW_NAMES[2:])})")
     if when not in WHEN:
         raise ConfigError(f"{where}.when: {when!r} is not one of {', '.join(WHEN)}")
+    survivors = entry.get("survivors", False)
+    if not isinstance(survivors, bool):
+        raise ConfigError(f"{where}.survivors: {survivors!r}: give true or false")
     name = entry["attack"]
     if not isinstance(name, str) or name not in ATTACKS:
         raise ConfigError(f"{where}: unknown attack {name!r}"
@@ -192,7 +206,7 @@ def _entry_runs(entry: Any, where: str) -> list[AttackRun]:
             eps = None if e is None else parse_budget(e, field=f"{where}.eps")
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        run = AttackRun(label, name, eps, dict(params or {}), views, when)
+        run = AttackRun(label, name, eps, dict(params or {}), views, when, survivors)
         attack = run.build({"source": "."} if name == "transfer" else None, where)  # validate
         if name == "transfer":  # its inner attack is built only when it runs: check it now
             try:

@@ -187,6 +187,11 @@ class RobustRecord:
     def __init__(self):
         self.robust: dict[float, dict[int, bool]] = {}
 
+    def mask(self, eps: float, index: torch.Tensor) -> torch.Tensor:
+        """bool [N]: not yet broken at ``eps`` by any recorded attack (unseen: True)."""
+        seen = self.robust.get(float(eps), {})
+        return torch.tensor([seen.get(i, True) for i in index.tolist()], dtype=torch.bool)
+
     def add(self, eps: float, index: torch.Tensor, ok: torch.Tensor) -> None:
         seen = self.robust.setdefault(float(eps), {})
         for i, o in zip(index.tolist(), ok.tolist()):
@@ -231,6 +236,11 @@ class ViewRun(AttackRun):
     def build(self, extra: dict | None = None):
         return ViewAttack(super().build(extra), self.view, self.record, self.eps)
 
+    def narrow(self, todo: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.record is None or self.eps is None:
+            return todo
+        return todo & self.record.mask(self.eps, index)
+
 
 def with_view(runs: Sequence[AttackRun], view: str,
               record: RobustRecord | None = None) -> list[ViewRun]:
@@ -240,11 +250,15 @@ def with_view(runs: Sequence[AttackRun], view: str,
             for r in runs]
 
 
-def _loss(row: dict) -> str:
+def _param_of(row: dict, name: str, default: Any) -> Any:
     try:
-        return str(json.loads(row.get("attack_params") or "{}").get("loss", "ce"))
-    except (TypeError, ValueError):
-        return "ce"
+        return json.loads(row.get("attack_params") or "{}").get(name, default)
+    except (TypeError, ValueError, AttributeError):
+        return default
+
+
+def _loss(row: dict) -> str:
+    return str(_param_of(row, "loss", "ce"))
 
 
 def sanity_curve_flags(rows: Sequence[dict], *, zero_tol: float = 0.05,
@@ -352,8 +366,11 @@ def cell_flags(rows: list[dict], *, zero_tol: float = 0.05, margin: float = 0.02
     - a defence's adaptive view scores more than ``margin`` above the worst case over
       all attacks and views (view ``all``) at its budget.
     """
+    # a survivors run's accuracy is a running worst case, not its attack's own: it is
+    # compared with nothing
     acc = [r for r in rows if r.get("metric") == "accuracy"
-           and r["attack"] not in ("clean", "worst_case") and not math.isnan(r["eps"])]
+           and r["attack"] not in ("clean", "worst_case") and not math.isnan(r["eps"])
+           and not _param_of(r, "survivors", False)]
     key = lambda r: round(r["eps"] * 255, 6)  # noqa: E731
     worst = {key(r): r["accuracy"] for r in rows
              if r.get("attack") == "worst_case" and r.get("view") == "all"}

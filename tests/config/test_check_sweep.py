@@ -184,7 +184,7 @@ def test_a_defence_preset_without_the_adaptive_suite_is_refused(tmp_path):
 def test_defences_get_the_defence_preset_and_their_own_image_count():
     dag = load_dag({"sweep": "cifar_quick"})
     sad = dag.eval_args("cifar10", None, "sad")
-    assert sad[sad.index("--preset") + 1] == "defence" and sad[sad.index("--n") + 1] == "200"
+    assert sad[sad.index("--preset") + 1] == "defence_cpu" and sad[sad.index("--n") + 1] == "100"
     std = dag.eval_args("cifar10", None, "standard")
     assert std[std.index("--preset") + 1] == "pgd20" and std[std.index("--n") + 1] == "500"
     assert set(dag.transfer_sources("cifar10", "sad", 0)) == {"base", "other_seed"}

@@ -114,7 +114,7 @@ def test_survivors_must_be_a_boolean(tmp_path):
 
 def test_the_defence_presets_run_apgd_t_and_square_on_survivors():
     presets = load_presets()
-    for name in ("defence", "defence_quick"):
+    for name in ("defence", "defence_cpu", "defence_quick"):
         survivors = {r.label for r in presets[name] if r.survivors}
         assert survivors == {"apgd_dlr_t", "square"}, name
         labels = [r.label for r in presets[name]]

@@ -1,7 +1,9 @@
 # salpipe DAG: prepare_data -> train_teacher -> precompute_saliency -> train_student
 # (and sad_calibrate) -> evaluate -> report. Every rule only calls `salpipe <stage>` with
 # explicit paths; every choice comes from config/ (config.yaml and the active sweep).
-from snakemake.utils import validate
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
 
 
 configfile: "config/config.yaml"

@@ -1,4 +1,5 @@
-"""Named attack presets (``config/presets.yaml``): which attacks, budgets and parameters."""
+"""Named attack presets (``pipeline/resources/presets.yaml``, package data): which
+attacks, budgets and parameters."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,8 @@ from pipeline.attacks import ATTACKS
 from pipeline.config import ConfigError, build_method
 from pipeline.core.budget import parse_budget
 
-DEFAULT_PRESETS = Path(__file__).resolve().parents[2] / "config" / "presets.yaml"
+# package data (pipeline/resources/, in the wheel), found through importlib.resources
+DEFAULT_PRESETS = resources.files("pipeline") / "resources" / "presets.yaml"
 _LABEL = re.compile(r"^[a-z0-9_]+$")
 # ``views`` of a preset entry: each, whole, or these names (pipeline/evaluate/views.py)
 VIEW_NAMES = ("each", "whole", "adaptive", "adaptive_bpda", "smooth", "nonadaptive")
@@ -77,7 +80,7 @@ class AttackRun:
 
 
 def load_presets(path: str | Path | None = None) -> dict[str, list[AttackRun]]:
-    """Every preset of ``path`` (default ``config/presets.yaml``), includes resolved.
+    """Every preset of ``path`` (default :data:`DEFAULT_PRESETS`), includes resolved.
 
     Each attack entry is validated by building it (an unknown attack or parameter is a
     :class:`ConfigError` naming the file, the preset and the entry, e.g.

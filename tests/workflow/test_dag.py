@@ -82,7 +82,7 @@ def test_smoke_dag_runs_end_to_end_and_then_has_nothing_to_do(tmp_path):
     assert (out / "runs/shapes/teachers/cnn_std/model.pt").is_file()
     assert (out / "results/shapes/pgd_at/seed0/quick.parquet").is_file()
     log = (out / "logs/train_student/shapes/standard/seed0.log").read_text()
-    assert log.splitlines()[0].startswith("salpipe --device cpu train --store ")
+    assert log.splitlines()[0].startswith("salpipe --device cpu --threads 1 train --store ")
     again = snakemake("-n", "--config", "sweep=smoke", "device=cpu", cwd=work)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -99,7 +99,7 @@ def test_smoke_dag_runs_in_a_workdir_with_a_space(tmp_path):
     out = work / "smoke"
     assert (out / "report" / "report.html").is_file()
     words = first_log_line(out / "logs/train_student/shapes/standard/seed0.log")
-    assert words[:5] == ["salpipe", "--device", "cpu", "train", "--store"]
+    assert words[:7] == ["salpipe", "--device", "cpu", "--threads", "1", "train", "--store"]
     assert option(words, "--store") == f"{out}/cache/shapes.zarr"
     assert option(words, "--out") == f"{out}/runs/shapes/students/standard/seed0"
     # the log's first line is a command a user can paste: rerun the report with it

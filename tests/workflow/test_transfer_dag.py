@@ -26,6 +26,7 @@ sys.argv = ["snakemake", *sys.argv[2:]]
 main()
 """
 TRANSFER = {"attack": "pgd", "attack_params": {"steps": 2}}
+SHIPPED_PRESETS = REPO / "pipeline" / "resources" / "presets.yaml"
 
 
 def dry_run_with_presets(presets: Path, *args: str) -> str:
@@ -45,7 +46,7 @@ def sources_of(words: list[str]) -> dict[str, str]:
 
 def quick_with_transfer(tmp_path: Path) -> Path:
     """The shipped presets, ``quick`` plus transfer entries on default, base, other_seed."""
-    data = yaml.safe_load((REPO / "config" / "presets.yaml").read_text())
+    data = yaml.safe_load(SHIPPED_PRESETS.read_text())
     data["presets"]["quick"]["attacks"] += [
         {"label": f"transfer_{name}", "attack": "transfer", "eps": "4/255",
          "params": {**TRANSFER, **({"source_name": name} if name != "default" else {})}}
@@ -101,7 +102,7 @@ def test_a_preset_without_transfer_entries_adds_no_job(tmp_path):
     # cifar_quick names a source (standard seed 1) that its students' preset never uses:
     # their evaluations get no --source-model (its SAD models' defence preset uses their
     # own base and other_seed sources)
-    data = yaml.safe_load((REPO / "config" / "presets.yaml").read_text())
+    data = yaml.safe_load(SHIPPED_PRESETS.read_text())
     data["presets"]["pgd20"] = {"attacks": [
         {"label": "pgd20", "attack": "pgd", "eps": "8/255", "params": {"steps": 20}}]}
     presets = tmp_path / "presets.yaml"

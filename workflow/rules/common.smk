@@ -1,5 +1,7 @@
 # The active sweep, the path scheme (the package never invents output paths), the
 # target function and wildcard constraints. Functions only; the rules are in stages.smk.
+from pipeline.evaluate.presets import DEFAULT_PRESETS
+from pipeline.report.tables import PAPER_TABLES
 from pipeline.stages.check_sweep import check
 from pipeline.stages.sweep import load_dag, sweep_path
 
@@ -22,6 +24,18 @@ RESULT = f"{W}/results/{{dataset}}/{{model}}/seed{{seed}}/{{preset}}.parquet"
 GALLERY = f"{W}/galleries/{{dataset}}/{{source}}.png"
 REPORT = f"{W}/report"
 LOGS = f"{W}/logs"
+# one Snakemake benchmark TSV per job, <rule>/<wildcards>.tsv (<rule>/<sweep>.tsv where
+# the job has no wildcards), read by `salpipe report --benchmarks`: cost per rule
+BENCH = f"{W}/benchmarks"
+
+# The package data the jobs read (shipped in the wheel, found by importlib.resources):
+# inputs of the rules that read them, so editing them reruns what depends on them.
+PRESETS = str(DEFAULT_PRESETS)
+PAPER_TABLE_FILES = sorted(str(p) for p in PAPER_TABLES.glob("*.csv"))
+
+# GPUs each GPU-capable job requests (config `gpus`): 0 on CPU-only machines; 1 lets
+# `--resources gpu=N` (or a cluster executor) run at most N of them at once.
+GPUS = config["gpus"]
 
 
 def sweep_targets():
@@ -32,7 +46,7 @@ def sweep_targets():
         *(SOURCE_DONE.format(dataset=d, source=s) for d, s in SWEEP.source_cells()),
         *(result_of(d, m, s) for d, m, s in SWEEP.cells()),
         *(f"{model_dir_of(d, m, s)}/model.pt" for d, m, s in SWEEP.transfer_jobs()),
-        f"{REPORT}/report.html",
+        REPORT,
     ]
 
 

@@ -1,8 +1,18 @@
 # The stage rules. Each rule's shell line is the whole job: one `salpipe` command whose
 # every field is `:q`-quoted (list params are quoted word by word), run without `eval`
 # and echoed, shell-quoted, as the first line of the job's log (logged() in common.smk);
-# running that line by hand reproduces the job.
+# running that line by hand reproduces the job. Every job passes its `threads` to
+# salpipe (`--threads`: torch's and Dask's pools), writes a benchmark TSV under BENCH,
+# and a GPU-capable one requests `gpu=GPUS` (config `gpus`).
 import os
+
+
+# cheap jobs that run where Snakemake runs, never as cluster jobs
+localrules:
+    all,
+    check_sweep,
+    report,
+    saliency_gallery,
 
 
 rule prepare_data:
@@ -10,6 +20,8 @@ rule prepare_data:
         touch(PREPARED),
     log:
         f"{LOGS}/prepare_data/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/prepare_data/{{dataset}}.tsv"
     params:
         device=config["device"],
         store=STORE,
@@ -21,8 +33,8 @@ rule prepare_data:
         "../envs/salpipe.yaml"
     shell:
         logged(
-            "salpipe --device {params.device:q} prepare-data {params.args:q}"
-            " --store {params.store:q}"
+            "salpipe --device {params.device:q} --threads {threads} prepare-data"
+            " {params.args:q} --store {params.store:q}"
         )
 
 
@@ -35,6 +47,8 @@ rule train_teacher:
         sidecar=f"{TEACHER}/model.json",
     log:
         f"{LOGS}/train_teacher/{{dataset}}/{{teacher}}.log",
+    benchmark:
+        f"{BENCH}/train_teacher/{{dataset}}/{{teacher}}.tsv"
     params:
         device=config["device"],
         store=STORE,
@@ -45,14 +59,14 @@ rule train_teacher:
     priority: 20
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS,
         mem_mb=8000,
     conda:
         "../envs/salpipe.yaml"
     shell:
         logged(
-            "salpipe --device {params.device:q} train-teacher --store {params.store:q}"
-            " {params.args:q} --out {params.out:q}"
+            "salpipe --device {params.device:q} --threads {threads} train-teacher"
+            " --store {params.store:q} {params.args:q} --out {params.out:q}"
         )
 
 
@@ -63,6 +77,8 @@ rule precompute_saliency:
         touch(SOURCE_DONE),
     log:
         f"{LOGS}/precompute_saliency/{{dataset}}/{{source}}.log",
+    benchmark:
+        f"{BENCH}/precompute_saliency/{{dataset}}/{{source}}.tsv"
     params:
         device=config["device"],
         store=STORE,
@@ -71,14 +87,14 @@ rule precompute_saliency:
     priority: 10
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS,
         mem_mb=8000,
     conda:
         "../envs/salpipe.yaml"
     shell:
         logged(
-            "salpipe --device {params.device:q} precompute-saliency --store {params.store:q}"
-            " --split train {params.teacher:q} {params.args:q}"
+            "salpipe --device {params.device:q} --threads {threads} precompute-saliency"
+            " --store {params.store:q} --split train {params.teacher:q} {params.args:q}"
         )
 
 
@@ -86,9 +102,12 @@ rule saliency_gallery:
     input:
         SOURCE_DONE,
     output:
-        GALLERY,
+        report(GALLERY, category="Saliency galleries", subcategory="{dataset}",
+               labels={"data set": "{dataset}", "source": "{source}"}),
     log:
         f"{LOGS}/saliency_gallery/{{dataset}}/{{source}}.log",
+    benchmark:
+        f"{BENCH}/saliency_gallery/{{dataset}}/{{source}}.tsv"
     params:
         store=STORE,
     threads: 1
@@ -98,8 +117,8 @@ rule saliency_gallery:
         "../envs/salpipe.yaml"
     shell:
         logged(
-            "salpipe show-saliency --store {params.store:q} --split train"
-            " --source {wildcards.source:q} --n 8 --out {output:q}"
+            "salpipe --threads {threads} show-saliency --store {params.store:q}"
+            " --split train --source {wildcards.source:q} --n 8 --out {output:q}"
         )
 
 
@@ -113,6 +132,8 @@ rule train_student:
         sidecar=f"{STUDENT}/model.json",
     log:
         f"{LOGS}/train_student/{{dataset}}/{{student}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/train_student/{{dataset}}/{{student}}/seed{{seed}}.tsv"
     params:
         device=config["device"],
         store=STORE,
@@ -120,14 +141,14 @@ rule train_student:
         args=lambda w: SWEEP.student_args(w.dataset, w.student, int(w.seed)),
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS,
         mem_mb=8000,
     conda:
         "../envs/salpipe.yaml"
     shell:
         logged(
-            "salpipe --device {params.device:q} train --store {params.store:q}"
-            " {params.args:q} --out {params.out:q}"
+            "salpipe --device {params.device:q} --threads {threads} train"
+            " --store {params.store:q} {params.args:q} --out {params.out:q}"
         )
 
 
@@ -140,6 +161,8 @@ rule sad_calibrate:
         sidecar=f"{SAD}/model.json",
     log:
         f"{LOGS}/sad_calibrate/{{dataset}}/{{sad}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/sad_calibrate/{{dataset}}/{{sad}}/seed{{seed}}.tsv"
     params:
         device=config["device"],
         store=STORE,
@@ -148,14 +171,15 @@ rule sad_calibrate:
         args=lambda w: SWEEP.sad_args(w.sad, int(w.seed)),  # --seed: the job's
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS,
         mem_mb=8000,
     conda:
         "../envs/salpipe.yaml"
     shell:
         logged(
-            "salpipe --device {params.device:q} sad-calibrate --model {params.base:q}"
-            " --store {params.store:q} {params.args:q} --out {params.out:q}"
+            "salpipe --device {params.device:q} --threads {threads} sad-calibrate"
+            " --model {params.base:q} --store {params.store:q} {params.args:q}"
+            " --out {params.out:q}"
         )
 
 
@@ -164,10 +188,13 @@ rule evaluate:
         flag=PREPARED,
         model=lambda w: f"{model_dir(w)}/model.pt",
         sources=transfer_inputs,
+        presets=PRESETS,
     output:
         RESULT,
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.{{preset}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.{{preset}}.tsv"
     params:
         device=config["device"],
         store=STORE,
@@ -175,14 +202,15 @@ rule evaluate:
         args=lambda w: SWEEP.eval_args(w.dataset, transfer_dirs(w), w.model),
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS,
         mem_mb=8000,
     conda:
         "../envs/salpipe.yaml"
     shell:
         logged(
-            "salpipe --device {params.device:q} evaluate --model {params.model:q}"
-            " --store {params.store:q} {params.args:q} --out {output:q}"
+            "salpipe --device {params.device:q} --threads {threads} evaluate"
+            " --model {params.model:q} --store {params.store:q} {params.args:q}"
+            " --presets {input.presets:q} --out {output:q}"
         )
 
 
@@ -194,13 +222,18 @@ rule check_sweep:
         COMPARISONS,
     log:
         f"{LOGS}/check_sweep.log",
+    benchmark:
+        f"{BENCH}/check_sweep/{P.name}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
     conda:
         "../envs/salpipe.yaml"
     shell:
-        logged("salpipe check-sweep {input.sweep:q} --quiet --out {output:q}")
+        logged(
+            "salpipe --threads {threads} check-sweep {input.sweep:q} --quiet"
+            " --out {output:q}"
+        )
 
 
 rule report:
@@ -208,13 +241,18 @@ rule report:
         results=all_results,
         galleries=all_galleries,
         comparisons=COMPARISONS,
+        paper_tables=PAPER_TABLE_FILES,  # read by salpipe report from the package
     output:
-        html=f"{REPORT}/report.html",
-        md=f"{REPORT}/report.md",
+        # the whole folder (salpipe report replaces it atomically): report.html as the
+        # page of `snakemake --report`, with report.md and the figures beside it
+        folder=report(directory(REPORT), htmlindex="report.html", category="Report",
+                      labels={"sweep": P.name}),
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report/{P.name}.tsv"
     params:
-        out=lambda w, output: os.path.dirname(output.html),
+        benchmarks=BENCH,  # a param, not an input: the benchmarks written so far
         results=lambda w, input: [x for r in input.results for x in ("--results", r)],
         galleries=lambda w, input: [x for g in input.galleries for x in ("--gallery", g)],
         runs=report_runs,
@@ -225,6 +263,7 @@ rule report:
         "../envs/salpipe.yaml"
     shell:
         logged(
-            "salpipe report {params.results:q} {params.runs:q} {params.galleries:q}"
-            " --comparisons {input.comparisons:q} --out {params.out:q}"
+            "salpipe --threads {threads} report {params.results:q} {params.runs:q}"
+            " {params.galleries:q} --comparisons {input.comparisons:q}"
+            " --benchmarks {params.benchmarks:q} --out {output.folder:q}"
         )

@@ -2,21 +2,27 @@
 
 Every stage takes frozen dataclasses; :func:`from_dict` builds one from a mapping (a YAML
 section, CLI ``-p key=value`` pairs) and fails with a :class:`ConfigError` that names the
-offending key, says what was expected and lists what is allowed. A field whose metadata
-has ``budget=True`` accepts budgets such as ``"8/255"`` (parsed exactly, never eval-ed).
+offending key, says what was expected and lists what is allowed. The values are checked
+by pydantic in strict mode against each field's type hint (no int from ``"3"``, no number
+from ``true``); a float field also takes ``"8/255"``, and a field whose metadata has
+``budget=True`` takes budgets such as ``"8/255"`` (parsed exactly, never eval-ed).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
+import operator
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
+import pydantic
 import yaml
+from pydantic_core import PydanticCustomError
 
 from pipeline.core.budget import parse_budget
 
@@ -79,81 +85,128 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
 
 
 def _coerce(value: Any, hint: Any, field: dataclasses.Field | None, path: str) -> Any:
-    if field is not None and field.metadata.get("budget"):
-        if value is None and _allows_none(hint):
-            return None
-        try:
-            return parse_budget(value, field=path)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    origin = get_origin(hint)
+    """``value`` validated by pydantic against ``hint``; a refusal is a ConfigError naming
+    ``path`` (extended by pydantic's error location: ``.key`` and ``[i]``)."""
+    budget = field is not None and bool(field.metadata.get("budget"))
+    try:
+        # repr in the key: Literal["a", "b"] == Literal["b", "a"], which list their choices
+        return _adapter(repr(hint), hint, budget).validate_python(value)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]  # the first refusal, in data order like the old walker's
+        raise _config_error(err, _dotted(path, value, err["loc"])) from None
+
+
+# YAML's own types are kept (strict): no int from "3" or 3.0, no number from true.
+_STRICT = pydantic.ConfigDict(strict=True)
+_EXPECTED = {"bool_type": "true or false", "int_type": "an integer", "float_type": "a number",
+             "finite_number": "a finite number", "string_type": "a string",
+             "list_type": "a list", "tuple_type": "a list", "dict_type": "a mapping"}
+
+
+@functools.cache
+def _adapter(_key: str, hint: Any, budget: bool) -> pydantic.TypeAdapter:
+    if budget:  # the field's own hint only says whether None is allowed
+        _budget = Annotated[float, pydantic.PlainValidator(_parse_budget)]
+        return pydantic.TypeAdapter(_budget | None if _allows_none(hint) else _budget)
+    return pydantic.TypeAdapter(_pydantic_type(hint), config=_STRICT)
+
+
+def _pydantic_type(hint: Any) -> Any:
+    """``hint`` as pydantic should check it; a type the config does not check is ``Any``."""
+    origin, args = get_origin(hint), get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        args = get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, None, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
+        members = tuple(_pydantic_type(a) for a in args if a is not type(None))
+        # the first member that takes the value wins, as in the old walker
+        first_wins = pydantic.Field(union_mode="left_to_right")
+        one = members[0] if len(members) == 1 else Annotated[
+            functools.reduce(operator.or_, members), first_wins]
+        return one | None if type(None) in args else one
     if origin is Literal:
-        allowed = get_args(hint)
-        if value not in allowed:
-            raise ConfigError(
-                f"{path}: {value!r} is not allowed{_suggest(str(value), [str(a) for a in allowed])};"
-                f" allowed values: {', '.join(map(str, allowed))}"
-            )
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        args = get_args(hint)
-        item = args[0] if args else Any
-        items = [_coerce(v, item, None, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        args = get_args(hint)
-        item = args[1] if len(args) == 2 else Any
-        return {k: _coerce(v, item, None, f"{path}.{k}") for k, v in value.items()}
+        return Annotated[hint, pydantic.WrapValidator(functools.partial(_choices, hint))]
+    if origin in (tuple, list):  # either sequence, any length, items of the first type
+        item = _pydantic_type(args[0]) if args else Any
+        kind = tuple[item, ...] if origin is tuple else list[item]
+        as_kind = pydantic.BeforeValidator(functools.partial(_sequence, origin))
+        return Annotated[kind, as_kind]
+    if origin is dict:  # keys are not checked
+        return dict[Any, _pydantic_type(args[1]) if len(args) == 2 else Any]
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, path)
-    if hint is Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
+        return Annotated[Any, pydantic.PlainValidator(functools.partial(_nested, hint))]
     if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        number = None
+        from_text = pydantic.BeforeValidator(_number_from_text)
+        return Annotated[float, pydantic.AllowInfNan(False), from_text]
+    return hint if hint in (bool, int, str) else Any
+
+
+def _sequence(kind: type, value: Any) -> Any:
+    return kind(value) if isinstance(value, (list, tuple)) else value
+
+
+def _number_from_text(value: Any) -> Any:
+    """A float field takes ``"8/255"`` (in [0, 1]) and ``"1e-3"``; other text is refused."""
+    if not isinstance(value, str):
         if isinstance(value, (int, float)):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = parse_budget(value, field=path) if "/" in value else float(value)
-            except ValueError:
-                pass
-        if number is None:
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        if not math.isfinite(number):  # NaN and inf stop where they enter
-            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
-        return number
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    return value
+            return value
+        # pydantic would take numpy's ints (anything with __index__); int and float only
+        raise PydanticCustomError("float_type", "not a number")
+    try:
+        number = parse_budget(value) if "/" in value else float(value)
+    except ValueError:
+        return value  # refused by pydantic as not a number
+    if not math.isfinite(number):  # NaN and inf stop where they enter
+        raise PydanticCustomError("finite_number", "not finite")
+    return number
+
+
+def _choices(hint: Any, value: Any, handler: Any) -> Any:
+    try:
+        return handler(value)
+    except pydantic.ValidationError:  # pydantic's message does not list the choices
+        raise PydanticCustomError("choice", "not allowed", {"hint": hint}) from None
+
+
+def _nested(cls: type, value: Any) -> Any:
+    try:
+        return from_dict(cls, value)
+    except ConfigError:  # said again by _config_error, with the key's full path
+        raise PydanticCustomError("nested", "bad {cls}", {"cls": cls}) from None
+
+
+def _parse_budget(value: Any) -> float:
+    try:
+        return parse_budget(value)
+    except ValueError:  # said again by _config_error, naming the key
+        raise PydanticCustomError("budget", "bad budget") from None
+
+
+def _config_error(err: dict, path: str) -> ConfigError:
+    """A ConfigError naming ``path`` for pydantic's error ``err``."""
+    kind, got = err["type"], err["input"]
+    try:
+        if kind == "nested":
+            from_dict(err["ctx"]["cls"], got, path)
+        elif kind == "budget":
+            parse_budget(got, field=path)
+    except ValueError as e:
+        return e if isinstance(e, ConfigError) else ConfigError(str(e))
+    if kind == "choice":
+        allowed = [str(a) for a in get_args(err["ctx"]["hint"])]
+        return ConfigError(f"{path}: {got!r} is not allowed{_suggest(str(got), allowed)};"
+                           f" allowed values: {', '.join(allowed)}")
+    if kind in _EXPECTED:
+        return ConfigError(f"{path}: expected {_EXPECTED[kind]}, got {got!r}")
+    return ConfigError(f"{path}: {err['msg']}")
+
+
+def _dotted(path: str, value: Any, loc: tuple) -> str:
+    """``path`` followed down pydantic's error location ``loc`` through ``value``."""
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            path, value = f"{path}.{part}", value[part]
+        elif isinstance(value, (list, tuple)) and isinstance(part, int) and part < len(value):
+            path, value = f"{path}[{part}]", value[part]
+        # anything else names a union member, not a place in the data
+    return path
 
 
 def _allows_none(hint: Any) -> bool:

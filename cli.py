@@ -67,16 +67,29 @@ def _check_device(ctx, param, value: str) -> str:
 @click.group(cls=SalpipeGroup)
 @click.option("--device", default="auto", show_default=True, callback=_check_device,
               help="auto (CUDA when present, else CPU), cpu, or cuda[:N].")
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              envvar="SALPIPE_THREADS",
+              help="Threads of torch (intra- and inter-op) and of Dask's local pool "
+                   "[default: $SALPIPE_THREADS, else every core this process may use].")
 @click.option("-v", "--verbose", is_flag=True,
               help="Debug log output, and the traceback of an error (default: info).")
 @click.pass_context
-def main(ctx: click.Context, device: str, verbose: bool) -> None:
+def main(ctx: click.Context, device: str, threads: int | None, verbose: bool) -> None:
     """salpipe: saliency-guided adversarial robustness, stage by stage."""
+    import sys
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = {"device": device}
+    # first, before any torch work: torch sizes its inter-op pool only once. A command's
+    # --help runs nothing, so it skips the torch import and stays instant (click has
+    # taken the command's words off ctx by now: the process's own are looked at).
+    if not set(ctx.help_option_names) & set(sys.argv[1:]):
+        from pipeline.core.threads import set_threads
+
+        threads = set_threads(threads)
+    ctx.obj = {"device": device, "threads": threads}
 
 
 def _pairs(pairs: tuple[str, ...], flag: str = "-p") -> dict:
@@ -404,8 +417,8 @@ def _source_models(ctx, param, values: tuple[str, ...]) -> dict[str, Path]:
               help="Checkpoint run directory (model.pt + model.json).")
 @click.option("--store", required=True, help="Data set Zarr store (path or fsspec URL).")
 @click.option("--preset", default="quick", show_default=True,
-              help="Attack preset from config/presets.yaml (quick, pgd20, sat, sip, sad, "
-                   "defence, defence_quick, int, full).")
+              help="Attack preset of the presets file (quick, pgd20, sat, sip, sad, "
+                   "defence, defence_cpu, defence_quick, int, full).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--n", type=int, default=None, help="Evaluate the first N images (default all).")
 @click.option("--batch-size", default=256, show_default=True, help="Attack batch size; results do not depend on it.")
@@ -416,7 +429,8 @@ def _source_models(ctx, param, values: tuple[str, ...]) -> dict[str, Path]:
                    "entry's params.source_name) and run directory; repeatable. A bare DIR "
                    "is the source named default.")
 @click.option("--presets", "presets_file", type=click.Path(path_type=Path), default=None,
-              help="Presets YAML (default: config/presets.yaml of the package).")
+              help="Presets YAML (default: pipeline/resources/presets.yaml, shipped "
+                   "with the package).")
 @click.option("--force", is_flag=True, help="Re-run an evaluation already in --out.")
 @click.option("--view", "views", multiple=True,
               type=click.Choice(["adaptive", "adaptive_bpda", "smooth", "nonadaptive"]),
@@ -459,14 +473,18 @@ def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_m
 @click.option("--comparisons", type=click.Path(path_type=Path),
               help="comparisons.json of `salpipe check-sweep --out`: training settings "
                    "and declared deviations beside the rows.")
+@click.option("--benchmarks", type=click.Path(path_type=Path),
+              help="Folder of Snakemake benchmark files (<rule>/<job>.tsv): a cost table "
+                   "per rule. Missing or empty: no table.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Report folder.")
 @click.argument("more_results", nargs=-1, type=click.Path(path_type=Path))
 def report(results, runs, gallery, gallery_store, gallery_source, gallery_split, comparisons,
-           out, more_results):
+           benchmarks, out, more_results):
     """Write report.md, report.html and PNG figures from results tables.
 
-    Reads the results tables, data/paper_tables/*.csv, optional run directories, gallery
-    PNGs and cached saliency sources; writes the folder --out (replaced atomically).
+    Reads the results tables, the published tables (package data), optional run
+    directories, gallery PNGs, cached saliency sources and Snakemake benchmark files;
+    writes the folder --out (replaced atomically).
     """
     from pipeline.stages.report import run_report
 
@@ -474,7 +492,8 @@ def report(results, runs, gallery, gallery_store, gallery_source, gallery_split,
     summary = run_report([*results, *more_results], out, runs=list(runs),
                          galleries=list(gallery),
                          gallery_store=gallery_store, gallery_sources=list(gallery_source),
-                         gallery_split=gallery_split, comparisons=comparisons)
+                         gallery_split=gallery_split, comparisons=comparisons,
+                         benchmarks=benchmarks)
     click.echo(f"report written to {summary['out']} ({len(summary['tables'])} tables, "
                f"{summary['flags']} flags)")
 

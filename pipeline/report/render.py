@@ -10,7 +10,6 @@ or the new one.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
@@ -24,7 +23,9 @@ import pyarrow as pa
 
 import pipeline
 from pipeline.core.io import atomic_dir, check_output_location
+from pipeline.report.benchmarks import cost_per_rule, read_benchmarks
 from pipeline.report.figures import robustness_curves, training_cost
+from pipeline.report.pages import Outline, Section, render_html, render_markdown
 from pipeline.report.tables import (
     accuracy_tables,
     flags_table,
@@ -40,7 +41,8 @@ MARKER_KIND = "salpipe report"
 # What the report reads from each results table (others are optional).
 REPORT_COLUMNS = ["dataset", "split", "arch", "method", "saliency_sources", "seed", "model",
                   "n", "attack", "eps", "metric", "value", "flags"]
-_OWN_FILES = ("report.md", "report.html", MARKER)
+# Snakemake writes .snakemake_timestamp into a directory() output it made
+_OWN_FILES = ("report.md", "report.html", MARKER, ".snakemake_timestamp")
 
 
 def read_results_tables(results: list[Path]) -> pd.DataFrame:
@@ -167,31 +169,11 @@ def read_training_cost(runs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "run", "epoch", "epoch_seconds"])
 
 
-def _md(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "_none_\n"
-    cols = [""] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for idx, r in df.iterrows():
-        lines.append("| " + " | ".join([str(idx)] + [str(v) for v in r.values]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _notes(t: pd.DataFrame) -> list[str]:
-    """The notes of a table's published numbers (``attrs["notes"]``: "¹ text", ...)."""
-    return list(getattr(t, "attrs", {}).get("notes") or [])
-
-
-def _md_notes(t: pd.DataFrame) -> str:
-    notes = _notes(t)
-    return "\nNotes on the published numbers:\n\n" + "".join(
-        f"- {n}\n" for n in notes) if notes else ""
-
-
 def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
                   galleries: list[Path] | None = None,
                   draw: Callable[[Path], list[Path]] | None = None,
-                  inputs: dict | None = None, comparisons: dict | None = None) -> dict:
+                  inputs: dict | None = None, comparisons: dict | None = None,
+                  benchmarks: str | Path | None = None) -> dict:
     """Build the report from one or more results tables (it reads tables, runs nothing).
 
     Every input is checked before anything is written: each results table must exist,
@@ -210,6 +192,10 @@ def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = 
         comparisons: the sweep's ``comparisons.json`` (``salpipe check-sweep``): each
             student's training settings and declared deviations, printed in a section
             of their own and beside the rows they touch.
+        benchmarks: a folder of Snakemake benchmark files, ``<rule>/<job>.tsv``
+            (:mod:`pipeline.report.benchmarks`): a cost table per rule in the cost
+            section. A missing folder, or one without files, adds nothing; a file that
+            is not a benchmark table is an error naming it, before anything is written.
 
     Returns:
         ``{"out", "tables", "figures", "flags"}``.
@@ -218,13 +204,16 @@ def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = 
     out_dir = Path(out_dir)
     check_report_dir(out_dir)
     _check_inputs(list(runs or []), list(galleries or []))
+    jobs = read_benchmarks(benchmarks)
     with atomic_dir(out_dir, check=lambda: check_report_dir(out_dir)) as tmp:
         drawn = draw(tmp) if draw is not None else []
-        summary = _write(df, tmp, runs or [], list(galleries or []), drawn, comparisons)
+        summary = _write(df, tmp, runs or [], list(galleries or []), drawn, comparisons,
+                         jobs)
         marker = {"kind": MARKER_KIND, "command": "salpipe report",
                   "results": [str(p) for p in results],
                   "runs": [str(p) for p in runs or []],
                   "galleries": [str(p) for p in galleries or []], **(inputs or {}),
+                  **({"benchmarks": str(benchmarks)} if benchmarks is not None else {}),
                   "files": sorted(p.name for p in tmp.iterdir()),
                   "salpipe_version": pipeline.__version__,
                   "created": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -249,8 +238,22 @@ def defences_first(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {**lead, **tables}
 
 
+def _cost_section(cost: pd.DataFrame, jobs: pd.DataFrame | None) -> list[Section]:
+    """``Cost``: seconds per epoch per training method (``--runs``) and every Snakemake
+    job by rule (``--benchmarks``); no section when neither was given."""
+    tables = []
+    if not cost.empty:
+        per = cost.groupby("method")["epoch_seconds"].agg(["mean", "std", "count"]).round(2)
+        tables.append(("Training cost (seconds per epoch, from --runs)", per))
+    if jobs is not None and not jobs.empty:
+        tables.append(("Snakemake jobs per rule (benchmark files, --benchmarks)",
+                       cost_per_rule(jobs)))
+    return [Section("Cost", tables)] if tables else []
+
+
 def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
-           drawn: list[Path], comparisons: dict | None = None) -> dict:
+           drawn: list[Path], comparisons: dict | None = None,
+           jobs: pd.DataFrame | None = None) -> dict:
     deviations = (comparisons or {}).get("deviations") or {}
     tables = defences_first(accuracy_tables(df, load_paper_tables(), deviations))
     metrics, flags = metric_tables(df, deviations), flags_table(df)
@@ -263,58 +266,19 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
             raise FileNotFoundError(f"gallery image {g} not found")
         shutil.copy(g, out / Path(g).name)
         gallery.append(Path(g).name)
-    md = ["# salpipe evaluation report\n",
-          (f"{len(df)} result rows from {df['model'].nunique()} model(s); accuracy in %, "
-           "mean ± std over training seeds; `· paper` columns give the published number "
-           "for the same data set, architecture, method, variant, attack and budget "
-           "(data/paper_tables), its marks (¹) the notes under the table.\n")]
-    parts = [("Accuracy", [(k, v) for k, v in tables.items()])]
+    sections = [Section("Accuracy", list(tables.items()))]
     if comparisons:
-        parts.append(("Training settings and declared deviations (salpipe check-sweep)",
-                      list(settings_tables(comparisons).items())))
-    parts += [("Interpretation metrics", list(metrics.items()) or [("", pd.DataFrame())]),
-              ("Flags raised", [("", flags)])]
-    if not cost.empty:
-        per = cost.groupby("method")["epoch_seconds"].agg(["mean", "std", "count"]).round(2)
-        parts.append(("Training cost (seconds per epoch)", [("", per)]))
-    for title, items in parts:
-        md.append(f"\n## {title}\n")
-        for sub, t in items:
-            md.append(f"\n### {sub}\n\n" if sub else "\n")
-            md.append(_md(t))
-            md.append(_md_notes(t))
-    md.append("\n## Figures\n")
-    for f in figures + ([cost_png] if cost_png else []):
-        md.append(f"\n![{f.stem}]({f.name})\n")
-    if gallery:
-        md.append("\n## Saliency galleries\n")
-        md += [f"\n![{g}]({g})\n" for g in gallery]
-    (out / "report.md").write_text("".join(md))
-    (out / "report.html").write_text(_html(parts, figures, cost_png, gallery, len(df)))
+        sections.append(Section("Training settings and declared deviations "
+                                "(salpipe check-sweep)",
+                                list(settings_tables(comparisons).items())))
+    sections += [Section("Interpretation metrics",
+                         list(metrics.items()) or [("", pd.DataFrame())]),
+                 Section("Flags raised", [("", flags)])]
+    sections += _cost_section(cost, jobs)
+    outline = Outline(n_rows=len(df), n_models=df["model"].nunique(), sections=sections,
+                      figures=[f.name for f in figures + ([cost_png] if cost_png else [])],
+                      galleries=gallery)
+    (out / "report.md").write_text(render_markdown(outline))
+    (out / "report.html").write_text(render_html(outline))
     return {"tables": list(tables), "figures": [f.name for f in figures],
             "flags": len(flags)}
-
-
-def _html(parts, figures, cost_png, gallery, n_rows) -> str:
-    css = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px;"
-           "margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}"
-           "td:nth-child(odd){background:#fafafa}img{max-width:100%}")
-    body = [(f"<h1>salpipe evaluation report</h1><p>{n_rows} result rows; accuracy in %, "
-             "mean ± std over training seeds; <i>· paper</i> columns: published numbers for the "
-             "same cell, their marks the notes under the table.</p>")]
-    for title, items in parts:
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        for sub, t in items:
-            if sub:
-                body.append(f"<h3>{html.escape(sub)}</h3>")
-            body.append(t.to_html(escape=True) if not t.empty else "<p><i>none</i></p>")
-            if _notes(t):
-                body.append("<p>Notes on the published numbers:</p><ul>" + "".join(
-                    f"<li>{html.escape(n)}</li>" for n in _notes(t)) + "</ul>")
-    body.append("<h2>Figures</h2>")
-    body += [f'<img src="{f.name}">' for f in figures + ([cost_png] if cost_png else [])]
-    if gallery:
-        body.append("<h2>Saliency galleries</h2>")
-        body += [f'<img src="{html.escape(g)}">' for g in gallery]
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{css}</style></head>" \
-           f"<body>{''.join(body)}</body></html>"

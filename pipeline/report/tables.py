@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pandas as pd
 
 from pipeline.core.budget import format_budget
 
-PAPER_TABLES = Path(__file__).resolve().parents[2] / "data" / "paper_tables"
+# package data (pipeline/resources/, in the wheel), found through importlib.resources
+PAPER_TABLES = resources.files("pipeline") / "resources" / "paper_tables"
 
 
 def method_label(df: pd.DataFrame) -> pd.Series:
@@ -57,7 +59,7 @@ def column_label(attack: str, eps: float) -> str:
 
 
 # salpipe architecture -> the names the papers give it (the ``arch`` column of
-# data/paper_tables): a published number is quoted only beside a row of the same data set
+# pipeline/resources/paper_tables): a published number is quoted only beside a row of the same data set
 # and one of these architectures. No entry names DenseNet-121, paper 004's Small (three
 # conv layers, unlike small_cnn) or its WResnet (depth and width not given).
 PAPER_ARCHS: dict[str, tuple[str, ...]] = {
@@ -182,7 +184,7 @@ def check_paper_tables(paper: pd.DataFrame) -> None:
 
 
 def load_paper_tables(folder: str | Path | None = None) -> pd.DataFrame:
-    """Every ``data/paper_tables/*.csv`` concatenated, parsed and checked
+    """Every ``pipeline/resources/paper_tables/*.csv`` concatenated, parsed and checked
     (:func:`prepare_paper_tables`, :func:`check_paper_tables`); empty when there are none.
     Raises ValueError for a file lacking a column, or two rows that could match one cell."""
     folder = Path(folder) if folder is not None else PAPER_TABLES
@@ -448,7 +450,7 @@ def metric_tables(results: pd.DataFrame,
         t = g.pivot_table(index="row", columns="col", values="value", aggfunc="mean")
         cols = sorted(t.columns, key=lambda c: (float(Fraction(c.split()[0])), c))
         ns = "/".join(str(v) for v in sorted(g["n"].unique())) if "n" in g else "?"
-        t = t[cols].round(3)
+        t = t[cols].round(3).rename_axis(index=None, columns=None)
         if deviations and "model" in g:
             declared = {row: row_deviations(gr["model"], deviations)
                         for row, gr in g.groupby("row")}

@@ -23,7 +23,8 @@ def draw_galleries(store: str | Path, sources: list[str], out: Path, *, split: s
 def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
                galleries: list[Path] | None = None, gallery_store: str | Path | None = None,
                gallery_sources: list[str] | None = None, gallery_split: str = "test",
-               gallery_n: int = 8, comparisons: str | Path | None = None) -> dict:
+               gallery_n: int = 8, comparisons: str | Path | None = None,
+               benchmarks: str | Path | None = None) -> dict:
     """Build the report from one or more results tables.
 
     Args:
@@ -40,6 +41,8 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
         comparisons: the sweep's ``comparisons.json`` (``salpipe check-sweep --out``):
             training settings per student and the declared deviations, shown beside
             the rows they touch.
+        benchmarks: a folder of Snakemake benchmark files ``<rule>/<job>.tsv``: a cost
+            table per rule (missing or empty: none; a malformed file: an error naming it).
 
     Returns:
         ``{"out", "tables", "figures", "flags"}``.
@@ -56,4 +59,5 @@ def run_report(results: list[Path], out_dir: Path, runs: list[Path] | None = Non
     if comparisons is not None:
         inputs["comparisons"] = str(comparisons)
     return render_report(results, out_dir, runs, galleries,
-                         draw if gallery_store else None, inputs=inputs, comparisons=comp)
+                         draw if gallery_store else None, inputs=inputs, comparisons=comp,
+                         benchmarks=benchmarks)

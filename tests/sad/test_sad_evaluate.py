@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -209,7 +208,8 @@ def test_cli_names_every_view_and_preset():
 
     params = {p.name: p for p in evaluate.params}
     assert tuple(params["views"].type.choices) == VIEWS
-    root = Path(__file__).resolve().parents[2]
-    shipped = yaml.safe_load((root / "config" / "presets.yaml").read_text())["presets"]
+    from pipeline.evaluate.presets import DEFAULT_PRESETS
+
+    shipped = yaml.safe_load(DEFAULT_PRESETS.read_text())["presets"]
     for name in shipped:
         assert name in params["preset"].help, name

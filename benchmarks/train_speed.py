@@ -61,9 +61,8 @@ def main() -> None:
     x = torch.rand(a.batch, 3, a.size, a.size, device=dev)
     y = torch.randint(0, 10, (a.batch,), device=dev)
     batch = Batch(x=x, y=y, index=torch.arange(a.batch, device=dev))
-    ctx = StepContext(
-        0, 1, 0, dev, 10, "eval", torch.Generator(device=dev).manual_seed(0)
-    )
+    ctx = StepContext(epoch=0, epochs=1, step=0, device=dev, num_classes=10,
+                      bn_mode="eval", generator=torch.Generator(device=dev).manual_seed(0))
     cases = [
         ("standard", {}),
         ("pgd_at", {"steps": 5}),

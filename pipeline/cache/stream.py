@@ -1,8 +1,11 @@
 """The training stream: batches of images plus per-image extras, shuffled and augmented.
 
 Mode ``memory`` (here) loads a split's ``images``/``labels`` and any extra per-image
-arrays (saliency maps float ``[N,C,H,W]``, masks bool ``[N,1,H,W]``) once into RAM or GPU
-memory and indexes them by one shared permutation per epoch. Every random choice of a
+arrays (saliency maps float ``[N,C,H,W]``, masks bool ``[N,1,H,W]``) once into memory
+and indexes them by one shared permutation per epoch. On a GPU the arrays stay resident
+in GPU memory when they fit in half of its free memory (:func:`storage_device`), else
+in host RAM, each batch then gathered there and copied over; either way augmentation
+runs on the training device, and the batches are the same. Every random choice of a
 batch (its indices, crop offsets, flips) is a pure function of ``(seed, epoch, batch)``,
 so a run resumed at batch ``k`` of an epoch sees exactly the batches it would have seen.
 
@@ -16,6 +19,8 @@ registers both, and ``auto``, in :data:`~pipeline.cache.streams.STREAMS`.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +31,50 @@ from pipeline.cache.batch import Batch
 from pipeline.cache.sources import ExtraSource, open_extras, read_all
 from pipeline.cache.store import read_split
 from pipeline.core.seeds import derive_seed
+
+log = logging.getLogger(__name__)
+RESIDENT = ("auto", "device", "host")
+
+
+def free_memory(device: torch.device | str) -> int:
+    """Free bytes of ``device``: GPU memory on CUDA, else available host RAM (8 GiB
+    when the platform does not say)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def storage_device(
+    nbytes: int,
+    device: torch.device | str,
+    resident: str = "auto",
+    free: int | None = None,
+    fraction: float = 0.5,
+) -> torch.device:
+    """Where a memory stream keeps its arrays for training on ``device``.
+
+    Args:
+        nbytes: bytes of the images plus every extra array.
+        device: the training device. resident: ``auto`` (on ``device`` when ``nbytes``
+            fits in ``fraction`` of its free memory, else on the host), ``device`` or
+            ``host``. free: free bytes of ``device`` (None: asked, :func:`free_memory`).
+
+    Returns:
+        ``device`` or the CPU (always the CPU for a CPU ``device``).
+    """
+    device = torch.device(device)
+    if resident not in RESIDENT:
+        raise ValueError(f"resident must be one of {', '.join(RESIDENT)}, not {resident!r}")
+    if device.type == "cpu" or resident == "device":
+        return device
+    if resident == "host":
+        return torch.device("cpu")
+    free = free_memory(device) if free is None else free
+    return device if nbytes <= fraction * free else torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -92,8 +141,11 @@ class MemoryStream:
         saliency: source -> float ``[N, C', H, W]`` arrays (kept as float16 if given so).
         masks: source -> bool ``[N, 1, H, W]`` arrays.
         batch_size: images per batch; drop_last: drop the last partial batch.
-        seed: seeds the permutation and augmentation; device: where arrays live.
-        aug: augmentation, applied identically to images, maps and masks.
+        seed: seeds the permutation and augmentation; device: where batches go.
+        aug: augmentation, applied identically to images, maps and masks (on
+            ``device``).
+        resident: where the arrays live, :func:`storage_device` (``auto``: on
+            ``device`` when they fit in half its free memory, else host RAM).
 
     Shape (per batch):
         ``Batch.x`` float ``[B, C, H, W]`` in [0, 1]; ``y``, ``index`` long ``[B]``.
@@ -111,10 +163,12 @@ class MemoryStream:
         drop_last: bool = False,
         saliency: Mapping[str, np.ndarray] | None = None,
         masks: Mapping[str, np.ndarray] | None = None,
+        resident: str = "auto",
     ):
         self.device = torch.device(device)
-        self.images = torch.as_tensor(np.asarray(images)).to(self.device)
-        self.labels = torch.as_tensor(np.asarray(labels)).long().to(self.device)
+        self.storage = torch.device("cpu")  # until every array is checked and counted
+        self.images = torch.as_tensor(np.asarray(images))
+        self.labels = torch.as_tensor(np.asarray(labels)).long()
         n = len(self.images)
         if self.images.ndim != 4 or self.images.dtype != torch.uint8:
             raise ValueError(
@@ -127,6 +181,16 @@ class MemoryStream:
         self.masks = {
             k: self._extra(k, v, n, torch.bool) for k, v in (masks or {}).items()
         }
+        arrays = [self.images, *self.saliency.values(), *self.masks.values()]
+        nbytes = sum(t.numel() * t.element_size() for t in arrays)
+        self.storage = storage_device(nbytes, self.device, resident)
+        if self.storage != torch.device("cpu"):
+            self.images, self.labels = self.images.to(self.storage), self.labels.to(self.storage)
+            self.saliency = {k: t.to(self.storage) for k, t in self.saliency.items()}
+            self.masks = {k: t.to(self.storage) for k, t in self.masks.items()}
+        if self.device.type != "cpu":
+            log.info("memory stream: %.1f MB resident on %s, batches on %s", nbytes / 1e6,
+                     self.storage, self.device)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.seed, self.aug, self.drop_last = (
@@ -174,7 +238,7 @@ class MemoryStream:
             raise ValueError(
                 f"saliency array {name!r} must be floating point, got {t.dtype}"
             )
-        return t.to(self.device)
+        return t
 
     def __len__(self) -> int:
         return self.num_batches
@@ -198,19 +262,19 @@ class MemoryStream:
             )
 
     def _batch(self, idx: torch.Tensor, gen: torch.Generator) -> Batch:
-        dev_idx = idx.to(self.device)
+        at, dev_idx = idx.to(self.storage), idx.to(self.device)
         sal_names, mask_names = list(self.saliency), list(self.masks)
-        parts = [self.images[dev_idx]]
-        parts += [self.saliency[k][dev_idx] for k in sal_names]
-        parts += [self.masks[k][dev_idx] for k in mask_names]
+        parts = [self.images[at]]
+        parts += [self.saliency[k][at] for k in sal_names]
+        parts += [self.masks[k][at] for k in mask_names]
+        parts = [p.to(self.device) for p in parts]  # no copy when resident on device
         parts = augment(parts, self.aug, gen)
         x = parts[0].float().div_(255)
         sal = {k: parts[1 + i].float() for i, k in enumerate(sal_names)}
         off = 1 + len(sal_names)
         masks = {k: parts[off + i] for i, k in enumerate(mask_names)}
-        return Batch(
-            x=x, y=self.labels[dev_idx], index=dev_idx.long(), saliency=sal, masks=masks
-        )
+        return Batch(x=x, y=self.labels[at].to(self.device), index=dev_idx.long(),
+                     saliency=sal, masks=masks)
 
 
 def read_split_arrays(store, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,6 @@ the image and to every extra alike) with the same per-batch generator.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,7 +27,7 @@ from pipeline.cache.batch import Batch
 from pipeline.cache.saliency_store import split_array
 from pipeline.cache.sources import ExtraSource, open_extras
 from pipeline.cache.store import read_array
-from pipeline.cache.stream import AugConfig, augment
+from pipeline.cache.stream import AugConfig, augment, free_memory
 from pipeline.core.seeds import derive_seed
 
 Reader = Any  # an array-like sliced as ``arr[a:b]`` or a callable ``(a, b) -> array``
@@ -213,13 +212,10 @@ class ChunkStream:
 
 def choose_stream_mode(nbytes: int, device: torch.device | str, fraction: float = 0.5) -> str:
     """``memory`` when ``nbytes`` (images + every extra) fits in ``fraction`` of the free
-    memory of ``device`` (GPU memory on CUDA, else available host RAM), else ``chunks``."""
+    memory of ``device`` (GPU memory on CUDA) or, on a GPU, of the host RAM (the memory
+    stream then keeps its arrays on the host, :func:`~pipeline.cache.stream.storage_device`);
+    else ``chunks``."""
     device = torch.device(device)
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            free = 8 << 30
-    return "memory" if nbytes <= fraction * free else "chunks"
+    places = [device] if device.type == "cpu" else [device, torch.device("cpu")]
+    fits = any(nbytes <= fraction * free_memory(d) for d in places)
+    return "memory" if fits else "chunks"

@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from pipeline.cache import STREAMS
 from pipeline.cache.stream import AugConfig
-from pipeline.config import from_dict, set_dotted
+from pipeline.config import ConfigError, from_dict, set_dotted
+
+PRECISIONS = ("fp32", "bf16")  # of the training step (evaluation is always fp32)
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,15 @@ class TrainConfig:
         epochs: passes over the training split. batch_size: images per step.
         seed: seeds model init, data order, augmentation and method noise.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        bf16: bfloat16 autocast for forward passes (CUDA; CPU works but is slow).
-        channels_last: NHWC memory format (faster convolutions on recent GPUs).
+        precision: ``fp32`` or ``bf16``: ``torch.autocast`` to bfloat16 on the device's
+            type around every training step's forward passes and loss, the inner attack
+            that crafts the training examples included; weights, gradients and the
+            optimiser stay fp32, and the per-epoch test accuracy (like every evaluation)
+            runs in fp32.
+        channels_last: model and batches in NHWC memory format (the same arithmetic).
+        compile: ``torch.compile`` the model's forward (calls made while a submodule
+            holds hooks, as CAM readers do, run eagerly; a method that differentiates
+            through a gradient is refused, naming this key).
         bn_mode: BatchNorm mode while crafting training attacks (``eval``: running
             statistics, as SIP-AT/PART; ``train``: batch statistics, as the SAT code).
         checkpoint_every: also write resume state every K optimiser steps (0 = only
@@ -110,8 +119,9 @@ class TrainConfig:
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"
-    bf16: bool = False
+    precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
+    compile: bool = False
     bn_mode: Literal["eval", "train"] = "eval"
     checkpoint_every: int = 0  # optimiser steps
     eval_batch_size: int = 512
@@ -129,6 +139,10 @@ class TrainConfig:
         if bad:  # NaN/Inf would train silently into NaN weights
             path, value = bad
             raise ValueError(f"{path}: expected a finite number, got {value}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be {' or '.join(PRECISIONS)}, not {self.precision!r}"
+            )
         if self.bn_mode not in ("eval", "train"):
             raise ValueError(f"bn_mode must be eval or train, not {self.bn_mode!r}")
         if self.stream not in STREAMS:
@@ -170,6 +184,11 @@ def train_config_from(
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(merged, key, value, where)
+    if "bf16" in merged:  # the old spelling: say what replaced it
+        raise ConfigError(
+            f"{where}.bf16: replaced by {where}.precision (fp32 | bf16); write "
+            f"precision: bf16 instead of bf16: true"
+        )
     return from_dict(TrainConfig, merged, where)
 
 

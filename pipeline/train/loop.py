@@ -9,6 +9,11 @@ on CPU with a fixed seed, ends with bit-identical weights. (A method whose
 ``on_epoch_start`` builds state from the current model would see a mid-epoch model on
 resume; none of the registered ones keeps such state.)
 
+Execution options (``precision``, ``channels_last``, ``compile`` of the config) change how
+the step runs, not what it computes: :func:`step_autocast` wraps each step (the method's
+inner attack included) in bfloat16 autocast; :class:`CompiledForward` runs the model's
+forward through ``torch.compile``. Neither touches the optimiser, which stays fp32.
+
 A loss that is NaN or infinite stops training right there with a
 :class:`TrainingDivergedError` naming the epoch and step; nothing is written after the
 last good state (weights are also checked finite before every save), so the run folder
@@ -22,10 +27,12 @@ accuracy is measured separately after each epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,9 @@ log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.pt"
 METRICS_FILE = "metrics.jsonl"
+# settings of where and in which memory layout the same arithmetic runs: not part of a
+# run's identity (a run may resume on another device, or with compile switched on)
+EXECUTION_KEYS = ("device", "checkpoint_every", "channels_last", "compile")
 RESUME_KEYS = ("key", "model", "optimizer", "epoch", "batch", "step", "rng", "acc", "masks")
 
 
@@ -88,7 +98,7 @@ def read_resume(path: str | Path, key: dict | None = None, mmap: bool = False) -
         ) from None
     if key is not None:
         now = json.loads(json.dumps(key, sort_keys=True, default=str))
-        where = _diff(saved, now)
+        where = _diff(_identity(saved), now)
         if where:
             raise ValueError(
                 f"{path} was written by a run with another configuration ({where} "
@@ -154,37 +164,140 @@ def clean_accuracy(
     images: torch.Tensor,
     labels: torch.Tensor,
     batch_size: int,
-    bf16: bool = False,
 ) -> float:
-    """Top-1 accuracy of ``model`` (eval mode, restored after) on uint8 ``images``."""
+    """Top-1 accuracy of ``model`` (eval mode, restored after) on uint8 ``images``, in
+    fp32 whatever the training precision (an evaluation)."""
     dev = next(model.parameters()).device
     correct = 0
     with eval_mode(model):
         for i in range(0, len(images), batch_size):
             x = images[i : i + batch_size].to(dev).float().div_(255)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                pred = model(x).argmax(1)
+            pred = model(x).argmax(1)
             correct += int((pred == labels[i : i + batch_size].to(dev)).sum())
     return correct / max(len(images), 1)
 
 
 def resume_key(meta: dict) -> dict:
-    """What makes two runs the same run, from sidecar-shaped ``meta`` (device, cadence
-    of checkpoints and measured numbers excluded)."""
-    train = {
-        k: v
-        for k, v in (meta.get("train") or {}).items()
-        if k not in ("device", "checkpoint_every")
-    }
-    return {
-        "train": train,
+    """What makes two runs the same run, from sidecar-shaped ``meta`` (the
+    :data:`EXECUTION_KEYS` and measured numbers excluded)."""
+    return _identity({
+        "train": meta.get("train") or {},
         "method": meta.get("method"),
         "params": meta.get("params"),
         "arch": meta.get("arch"),
         "dataset_fingerprint": meta.get("dataset_fingerprint"),
         "saliency_sources": sorted(meta.get("saliency_sources") or {}),
         "prune": meta.get("prune"),
-    }
+    })
+
+
+def _identity(key: dict) -> dict:
+    """``key`` without its execution settings; a ``bf16`` flag (the key before
+    ``precision`` replaced it) read as the precision it meant."""
+    train = {k: v for k, v in (key.get("train") or {}).items() if k not in EXECUTION_KEYS}
+    if "bf16" in train:
+        train["precision"] = "bf16" if train.pop("bf16") else "fp32"
+    return {**key, "train": train}
+
+
+# -- execution options ----------------------------------------------------------------
+class CompileError(RuntimeError):
+    """``compile: true`` cannot run here, or not with this method (names the key)."""
+
+
+def step_autocast(precision: str, device: torch.device):
+    """The autocast around one training step: bfloat16 on ``device``'s type for
+    ``bf16`` (matmuls and convolutions in bf16, reductions and the loss as autocast
+    keeps them), nothing for ``fp32``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX; Linux flags),
+    None when it cannot tell. Without it CPU autocast emulates bf16: about 0.5x fp32 with
+    AVX-512, 0.1x with AVX2 (benchmarks/precision.py under ``ONEDNN_MAX_CPU_ISA``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f
+                          if ln.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or m._backward_pre_hooks)
+
+
+class CompiledForward:
+    """``model.forward`` through ``torch.compile``, installed on the instance.
+
+    A compiled graph does not see hooks registered on submodules after compilation
+    (dynamo skips those guards), so a call made while any submodule holds a hook (CAM
+    readers such as PART's and Int's) runs the eager forward; every other call runs
+    the compiled one. The state dict is unchanged; :meth:`remove` restores the model.
+
+    Args:
+        model: the model to compile. backend: a ``torch.compile`` backend (inductor).
+    """
+
+    def __init__(self, model: nn.Module, backend: str = "inductor"):
+        self.check_supported()
+        self.model, self.eager = model, model.forward
+        self.compiled = torch.compile(self.eager, backend=backend)
+        self.inner = list(model.modules())[1:]
+        model.forward = self
+
+    def __call__(self, *args, **kw):
+        if any(_has_hooks(m) for m in self.inner):
+            return self.eager(*args, **kw)
+        try:
+            return self.compiled(*args, **kw)
+        except Exception as e:
+            if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise CompileError(
+                f"train.compile: torch.compile failed ({type(e).__name__}: {first}); "
+                "on CPU it needs a C++ compiler, on CUDA Triton; set compile: false"
+            ) from e
+
+    @staticmethod
+    def check_supported() -> None:
+        """Raise :class:`CompileError` when this Python / PyTorch cannot compile."""
+        try:
+            import torch._dynamo
+
+            supported = torch._dynamo.is_dynamo_supported()
+        except Exception:  # noqa: BLE001  (an unsupported Python raises here)
+            supported = False
+        if not supported:
+            raise CompileError(
+                "train.compile: torch.compile is not supported by this Python and "
+                f"PyTorch ({torch.__version__}); set compile: false"
+            )
+
+    def remove(self) -> None:
+        """Put the eager forward back."""
+        if self.model.__dict__.get("forward") is self:
+            del self.model.forward
+
+
+@contextlib.contextmanager
+def explain_compile_errors(compiled: bool, method: str) -> Iterator[None]:
+    """Turn the double-backward refusal of a compiled graph into a message naming the
+    method and the key (compiled graphs are differentiable once only)."""
+    try:
+        yield
+    except RuntimeError as e:
+        if compiled and "double backward" in str(e):
+            raise CompileError(
+                f"train.compile: method {method!r} differentiates through a gradient "
+                "(double backward), which torch.compile does not support; set "
+                "compile: false for it"
+            ) from e
+        raise
 
 
 def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
@@ -253,6 +366,8 @@ class Trainer:
         unknown = set(self.masks) - set(self.params)
         if unknown:
             raise ValueError(f"masks for unknown parameters: {sorted(unknown)}")
+        if cfg.compile:  # before the stage writes anything
+            CompiledForward.check_supported()
         self.opt = build_optimizer(model, cfg)
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.meta.setdefault("train", to_dict(cfg))
@@ -356,18 +471,31 @@ class Trainer:
         self._truncate_metrics()
         cfg = self.cfg
         log.info(
-            "training %s with %s for %d epochs on %s; attacks craft with BN in %s mode",
+            "training %s with %s for %d epochs on %s (%s%s%s); attacks craft with BN "
+            "in %s mode",
             self.meta.get("arch"),
             self.meta.get("method"),
             cfg.epochs,
             self.device,
+            cfg.precision,
+            ", channels_last" if cfg.channels_last else "",
+            ", compiled" if cfg.compile else "",
             cfg.bn_mode,
         )
+        if (cfg.precision == "bf16" and self.device.type == "cpu"
+                and cpu_has_native_bf16() is False):
+            log.warning("precision bf16 on a CPU without native bfloat16 (no AVX512-BF16 "
+                        "or AMX): 2-10x slower than fp32 here; precision: fp32 trains faster")
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        compiled = CompiledForward(self.model) if cfg.compile else None
         self._apply_masks()
-        while self.epoch < cfg.epochs:
-            self._run_epoch()
+        try:
+            while self.epoch < cfg.epochs:
+                self._run_epoch()
+        finally:
+            if compiled is not None:
+                compiled.remove()
         return self.read_metrics()
 
     def _run_epoch(self) -> None:
@@ -403,16 +531,16 @@ class Trainer:
                     )
                 if cfg.channels_last:
                     batch.x = batch.x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(
-                    self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16
-                ):
-                    out = self.method.batch_loss(model, batch, ctx)
-                if not isinstance(out, Loss):
-                    raise TypeError(f"{type(self.method).__name__}.batch_loss must return "
-                                    f"Loss(loss, logits), not {type(out).__name__}")
-                loss, logits = out
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
+                with explain_compile_errors(cfg.compile, self.meta.get("method")):
+                    with step_autocast(cfg.precision, self.device):
+                        out = self.method.batch_loss(model, batch, ctx)
+                    if not isinstance(out, Loss):
+                        raise TypeError(
+                            f"{type(self.method).__name__}.batch_loss must return "
+                            f"Loss(loss, logits), not {type(out).__name__}")
+                    loss, logits = out
+                    self.opt.zero_grad(set_to_none=True)
+                    loss.backward()
                 self.opt.step()
                 self._apply_masks()
                 self._account(loss, logits, batch.y)
@@ -468,9 +596,7 @@ class Trainer:
             "step": self.step,
         }
         if self.test is not None:
-            row["test_acc"] = clean_accuracy(
-                self.model, *self.test, cfg.eval_batch_size, cfg.bf16
-            )
+            row["test_acc"] = clean_accuracy(self.model, *self.test, cfg.eval_batch_size)
         log.info(
             "epoch %d/%d: %s",
             self.epoch + 1,

@@ -205,7 +205,7 @@ def test_bf16_channels_last_and_adam_run(tiny_store, tmp_path):
         {
             **CFG,
             "epochs": 1,
-            "bf16": True,
+            "precision": "bf16",
             "channels_last": True,
             "bn_mode": "train",
             "test_limit": 8,
@@ -216,7 +216,7 @@ def test_bf16_channels_last_and_adam_run(tiny_store, tmp_path):
     res = run_train(tiny_store, "trades", {"steps": 1}, cfg, tmp_path / "r")
     assert res["metrics"]["loss"] > 0
     model, side = load_model(tmp_path / "r")
-    assert side["train"]["bn_mode"] == "train" and side["train"]["bf16"] is True
+    assert side["train"]["bn_mode"] == "train" and side["train"]["precision"] == "bf16"
 
 
 @pytest.mark.gpu
@@ -224,7 +224,7 @@ def test_cuda_run(tiny_store, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     cfg = train_config_from(
-        {**CFG, "device": "cuda", "bf16": True, "channels_last": True}
+        {**CFG, "device": "cuda", "precision": "bf16", "channels_last": True}
     )
     run_train(tiny_store, METHOD, PARAMS, cfg, tmp_path / "g")
     model, _ = load_model(tmp_path / "g", device="cuda")

@@ -11,7 +11,6 @@ byte-identical to an uninterrupted one.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -264,12 +263,12 @@ def run_precompute(
 
 
 def _torch_threads(scheduler: str | None, workers: int | None, device: str) -> int | None:
-    """Intra-op threads per Dask worker thread on CPU: the cores shared out, so that
+    """Intra-op threads per Dask worker thread on CPU: the thread budget shared out, so that
     workers x torch threads does not oversubscribe them (OpenMP teams fighting over
     cores ran ten times slower here). Distributed workers keep their own setting."""
     if device != "cpu" or scheduler not in (None, "threads"):
         return None
-    cores = os.cpu_count() or 1
+    cores = torch.get_num_threads()  # the process's budget (salpipe --threads)
     return max(1, cores // (workers or cores))
 
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from pipeline.attacks.base import collect_flags, raise_flag
 from pipeline.attacks.square import import_autoattack, reset_dynamic_check
 from pipeline.core.modes import eval_mode
+from pipeline.core.outcomes import encode_outcome
 from pipeline.core.seeds import derive_seed
 from pipeline.evaluate.presets import AttackRun
 
@@ -173,7 +174,7 @@ def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params) 
     flags = sanity_checks(model, x[:k].to(device), y[:k].to(device))
     correct = _predict(model, x, batch_size, device) == y
     rows = [_row("clean", "clean", "{}", 0.0, None, n, "accuracy",
-                 correct.float().mean().item(), time.perf_counter() - t0, flags)]
+                 correct.float().mean().item(), time.perf_counter() - t0, flags, correct)]
     worst: dict[float, torch.Tensor] = {}
     worst_of: dict[float, list[str]] = {}
     random = any("not deterministic" in f or "randomized" in f.lower() for f in flags)
@@ -202,7 +203,7 @@ def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params) 
         acc = robust.float().mean().item()
         log.info("%s eps=%s: accuracy %.4f (%.1f s)", run.label, run.eps, acc, secs)
         rows.append(_row(run.label, run.name, run.params_json(), run.eps, attack, n,
-                         "accuracy", acc, secs, aflags))
+                         "accuracy", acc, secs, aflags, robust))
         for name, vals in metrics.items():
             finite = torch.isfinite(vals)
             mean = vals[finite].mean().item() if finite.any() else math.nan
@@ -219,11 +220,13 @@ def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params) 
     for eps, rob in sorted(worst.items()):
         # attack_params names the attacks combined: the set differs between budgets
         rows.append(_row("worst_case", "worst_case", json.dumps({"of": worst_of[eps]}), eps,
-                         None, n, "accuracy", rob.float().mean().item(), 0.0, []))
+                         None, n, "accuracy", rob.float().mean().item(), 0.0, [], rob))
     return rows
 
 
-def _row(label, name, params, eps, attack, n, metric, value, seconds, flags) -> dict:
+def _row(label, name, params, eps, attack, n, metric, value, seconds, flags,
+         outcome: torch.Tensor | None = None) -> dict:
+    """One result row; ``outcome``: which examples count as correct (accuracy rows)."""
     return {
         "attack": label, "attack_name": name, "attack_params": params,
         "eps": math.nan if eps is None else float(eps),
@@ -231,4 +234,5 @@ def _row(label, name, params, eps, attack, n, metric, value, seconds, flags) -> 
         "n": int(n), "metric": metric, "value": float(value),
         "accuracy": float(value) if metric == "accuracy" else math.nan,
         "seconds": float(seconds), "flags": list(flags),
+        "outcome": "" if outcome is None else encode_outcome(outcome),
     }

@@ -39,8 +39,11 @@ COLUMNS = [
     "dataset", "split", "arch", "method", "params", "teacher", "saliency_sources", "seed",
     "model", "model_sha256", "preset", "eval_seed", "source_model", "view", "attack",
     "attack_name", "attack_params", "eps", "steps", "restarts", "n", "metric", "value",
-    "accuracy", "seconds", "flags", "salpipe_version", "created",
+    "accuracy", "seconds", "flags", "outcome", "salpipe_version", "created",
 ]
+# ``outcome``: an accuracy row's per-example result (pipeline/core/outcomes.py: hex of
+# the packed bits, example i of the evaluated split = bit i; "" for metric rows and in
+# tables written before outcomes were recorded). Paired tests over images read it.
 # An evaluation is identified by these; a second run with the same key is a no-op.
 # ``source_model``: the transfer sources, ``name=<model id>`` sorted by name and joined
 # by "," (:func:`source_key`); "" without any.
@@ -141,6 +144,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
                          f"column(s) {', '.join(missing)}); {fix}")
     if "view" not in df:  # a table written before views existed
         df.insert(COLUMNS.index("view"), "view", "")
+    if "outcome" not in df:  # a table written before per-example outcomes
+        df["outcome"] = ""
     return df
 
 

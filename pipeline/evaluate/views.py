@@ -40,6 +40,7 @@ from torch import nn
 
 from pipeline.core.grad import straight_through
 from pipeline.core.modes import eval_mode
+from pipeline.core.outcomes import encode_outcome
 from pipeline.evaluate.presets import AttackRun
 from pipeline.evaluate.robust import evaluate_robust
 from pipeline.sad.model import predicted_class_gradient
@@ -444,5 +445,6 @@ def _worst_over_views(model, x, y, index, record: RobustRecord, template: dict,
         rows.append({**template, "attack": "worst_case", "attack_name": "worst_case",
                      "attack_params": "{}", "eps": eps, "steps": math.nan,
                      "restarts": math.nan, "metric": "accuracy", "value": acc,
-                     "accuracy": acc, "seconds": 0.0, "flags": [], "view": "all"})
+                     "accuracy": acc, "seconds": 0.0, "flags": [], "view": "all",
+                     "outcome": encode_outcome(torch.tensor(ok, dtype=torch.bool))})
     return rows

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pipeline
 from pipeline.core.io import atomic_dir, check_output_location
 from pipeline.report.benchmarks import cost_per_rule, read_benchmarks
+from pipeline.report.claims import judge, load_claims
+from pipeline.report.claims import training_cost as claims_training_cost
 from pipeline.report.figures import robustness_curves, training_cost
 from pipeline.report.pages import Outline, Section, render_html, render_markdown
 from pipeline.report.tables import (
@@ -251,6 +253,22 @@ def _cost_section(cost: pd.DataFrame, jobs: pd.DataFrame | None) -> list[Section
     return [Section("Cost", tables)] if tables else []
 
 
+def _verdict_sections(df: pd.DataFrame, runs: list[Path]) -> list[Section]:
+    """``Verdicts``: each claim of pipeline/resources/claims.yaml whose two rows the
+    results hold, with the numbers behind each part (pipeline/report/claims.py); no
+    section when the results test none."""
+    verdicts, parts = judge(load_claims(), df, claims_training_cost(runs))
+    if verdicts.empty:
+        return []
+    shown = parts[[c for c in parts.columns if not c.startswith("_")]]
+    return [Section("Verdicts on the papers' claims", [
+        ("Seed is the unit of replication: paired t-test over per-seed differences a - b "
+         "with its 95 % interval; McNemar over test images is within one seed only",
+         verdicts.set_index("claim")),
+        ("The numbers behind each verdict (accuracy in %, mean ± std over seeds)",
+         shown.set_index("claim"))])]
+
+
 def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
            drawn: list[Path], comparisons: dict | None = None,
            jobs: pd.DataFrame | None = None) -> dict:
@@ -266,7 +284,7 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
             raise FileNotFoundError(f"gallery image {g} not found")
         shutil.copy(g, out / Path(g).name)
         gallery.append(Path(g).name)
-    sections = [Section("Accuracy", list(tables.items()))]
+    sections = _verdict_sections(df, runs) + [Section("Accuracy", list(tables.items()))]
     if comparisons:
         sections.append(Section("Training settings and declared deviations "
                                 "(salpipe check-sweep)",

@@ -23,13 +23,16 @@ import sys
 from pathlib import Path
 import cli, pipeline
 from pipeline.evaluate.presets import DEFAULT_PRESETS, load_presets
+from pipeline.report.claims import CLAIMS_FILE, load_claims
 from pipeline.report.tables import PAPER_TABLES, load_paper_tables
 
 site = Path(sys.argv[1]).resolve()
 for name, path in (("pipeline", pipeline.__file__), ("cli", cli.__file__),
-                   ("presets", DEFAULT_PRESETS), ("paper tables", PAPER_TABLES)):
+                   ("presets", DEFAULT_PRESETS), ("paper tables", PAPER_TABLES),
+                   ("claims", CLAIMS_FILE)):
     assert Path(str(path)).resolve().is_relative_to(site), (name, path)
-print("presets", len(load_presets()), "paper rows", len(load_paper_tables()))
+print("presets", len(load_presets()), "paper rows", len(load_paper_tables()),
+      "claims", len(load_claims()))
 """
 
 
@@ -62,6 +65,7 @@ def test_the_wheel_ships_the_data_and_an_install_outside_the_repo_reads_it(tmp_p
     wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     presets = "pipeline/resources/presets.yaml"
+    assert "pipeline/resources/claims.yaml" in names
     tables = shipped(RESOURCES / "paper_tables")
     assert presets in names
     assert [t for t in tables if t.endswith(".csv")] and set(tables) <= names
@@ -81,6 +85,7 @@ def test_the_wheel_ships_the_data_and_an_install_outside_the_repo_reads_it(tmp_p
     words = res.stdout.split()
     assert words[0] == "presets" and int(words[1]) > 0, res.stdout
     assert words[2:4] == ["paper", "rows"] and int(words[4]) > 0, res.stdout
+    assert words[5] == "claims" and int(words[6]) > 0, res.stdout
 
     res = subprocess.run([sys.executable, str(site / "bin" / "salpipe"), "evaluate",
                           "--help"], cwd=elsewhere, env=env, capture_output=True,

@@ -1,6 +1,7 @@
 # The active sweep, the path scheme (the package never invents output paths), the
 # target function and wildcard constraints. Functions only; the rules are in stages.smk.
 from pipeline.evaluate.presets import DEFAULT_PRESETS
+from pipeline.report.claims import CLAIMS_FILE
 from pipeline.report.tables import PAPER_TABLES
 from pipeline.stages.check_sweep import check
 from pipeline.stages.sweep import load_dag, sweep_path
@@ -32,6 +33,7 @@ BENCH = f"{W}/benchmarks"
 # inputs of the rules that read them, so editing them reruns what depends on them.
 PRESETS = str(DEFAULT_PRESETS)
 PAPER_TABLE_FILES = sorted(str(p) for p in PAPER_TABLES.glob("*.csv"))
+CLAIMS = str(CLAIMS_FILE)
 
 # GPUs each GPU-capable job requests (config `gpus`): 0 on CPU-only machines; 1 lets
 # `--resources gpu=N` (or a cluster executor) run at most N of them at once.

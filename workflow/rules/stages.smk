@@ -242,6 +242,7 @@ rule report:
         galleries=all_galleries,
         comparisons=COMPARISONS,
         paper_tables=PAPER_TABLE_FILES,  # read by salpipe report from the package
+        claims=CLAIMS,  # the papers' claims it gives verdicts on (package data)
     output:
         # the whole folder (salpipe report replaces it atomically): report.html as the
         # page of `snakemake --report`, with report.md and the figures beside it

@@ -49,6 +49,7 @@ from pipeline.train.loop import (
     _diff,
     read_metrics_file,
     read_resume,
+    resolved_precision,
     resume_key,
 )
 
@@ -232,6 +233,9 @@ def run_train(
             the last good resume state and checkpoint are kept.
     """
     out = Path(out)
+    if cfg.precision == "auto":  # resolved before the run's identity is taken
+        cfg = dataclasses.replace(cfg, precision=resolved_precision(
+            "auto", resolve_device(device if device is not None else cfg.device)))
     plan = _plan_run(store, method, params, cfg, out, saliency, masks_from, extra_meta)
     meta, spec, group = plan.meta, plan.spec, plan.group
     if plan.state == "finished":

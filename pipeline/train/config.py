@@ -18,7 +18,7 @@ from pipeline.cache import STREAMS
 from pipeline.cache.stream import AugConfig
 from pipeline.config import ConfigError, from_dict, set_dotted
 
-PRECISIONS = ("fp32", "bf16")  # of the training step (evaluation is always fp32)
+PRECISIONS = ("fp32", "bf16", "auto")  # of the training step (evaluation is always fp32)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,9 @@ class TrainConfig:
             type around every training step's forward passes and loss, the inner attack
             that crafts the training examples included; weights, gradients and the
             optimiser stay fp32, and the per-epoch test accuracy (like every evaluation)
-            runs in fp32.
+            runs in fp32. ``auto``: bf16 where the device computes bfloat16 natively
+            (a CUDA device that supports it, a CPU with AVX512-BF16 or AMX), fp32
+            elsewhere; the run records what it resolved to.
         channels_last: model and batches in NHWC memory format (the same arithmetic).
         compile: ``torch.compile`` the model's forward (calls made while a submodule
             holds hooks, as CAM readers do, run eagerly; a method that differentiates
@@ -119,7 +121,7 @@ class TrainConfig:
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     channels_last: bool = False
     compile: bool = False
     bn_mode: Literal["eval", "train"] = "eval"

@@ -28,6 +28,7 @@ accuracy is measured separately after each epoch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -225,6 +226,18 @@ def cpu_has_native_bf16() -> bool | None:
     return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """The precision a run trains in: ``auto`` is ``bf16`` where ``device`` computes
+    bfloat16 natively (a CUDA device that supports it; a CPU with AVX512-BF16 or AMX)
+    and ``fp32`` elsewhere, so a default config is never the 2-10x slower emulation;
+    ``fp32`` and ``bf16`` stay as they are."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
 def _has_hooks(m: nn.Module) -> bool:
     return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
                 or m._backward_pre_hooks)
@@ -354,6 +367,8 @@ class Trainer:
         test: tuple[torch.Tensor, torch.Tensor] | None = None,
         masks: dict[str, torch.Tensor] | None = None,
     ):
+        if cfg.precision == "auto":
+            cfg = dataclasses.replace(cfg, precision=resolved_precision("auto", device))
         self.model, self.method, self.stream, self.cfg = model, method, stream, cfg
         self.out, self.meta, self.device, self.test = (
             Path(out),

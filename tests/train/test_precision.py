@@ -36,7 +36,7 @@ def test_defaults_are_fp32_eager_contiguous():
 @pytest.mark.parametrize(
     "data, match",
     [
-        ({"precision": "fp16"}, r"train\.precision: 'fp16' is not allowed.*fp32, bf16"),
+        ({"precision": "fp16"}, r"train\.precision: 'fp16' is not allowed.*fp32, bf16, auto"),
         ({"precision": True}, r"train\.precision: True is not allowed"),
         ({"channels_last": "yes"}, r"train\.channels_last: expected true or false"),
         ({"compile": 1}, r"train\.compile: expected true or false"),
@@ -189,6 +189,26 @@ def test_unsupported_dynamo_is_refused(monkeypatch):
     monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
     with pytest.raises(CompileError, match=r"train\.compile.*not supported"):
         CompiledForward(build_model("small_cnn", 4, width=8))
+
+
+@pytest.mark.parametrize("native, want", [(True, "bf16"), (False, "fp32"), (None, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, native,
+                                                          want):
+    """``auto`` resolves before the run's identity is taken: the run records (and
+    trains in) what it resolved to, bf16 only on a CPU with native bfloat16."""
+    import pipeline.train.loop as loop
+    from pipeline.stages.loading import load_model
+    from pipeline.stages.train import run_train
+
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    assert loop.resolved_precision("auto", torch.device("cpu")) == want
+    assert loop.resolved_precision("fp32", torch.device("cpu")) == "fp32"
+    store = write_tiny_store(tmp_path / "t.zarr", n_train=32, n_test=8)
+    cfg = train_config_from({"epochs": 1, "batch_size": 16, "device": "cpu",
+                             "precision": "auto", "net": {"arch": "small_cnn", "width": 4}})
+    run_train(store, "standard", {}, cfg, tmp_path / "r")
+    _, side = load_model(tmp_path / "r")
+    assert side["train"]["precision"] == want
 
 
 @pytest.mark.slow

@@ -33,8 +33,8 @@ VERDICTS = ("holds", "does not hold", "inconclusive")
 # the part's "attack" that reads training cost (seconds per epoch) instead of a result
 TRAINING = "training"
 _CLAIM_KEYS = {"id", "paper", "table", "sweep", "dataset", "statement", "a", "b", "parts",
-               "published_rows"}
-_REQUIRED = _CLAIM_KEYS - {"published_rows"}
+               "published_rows", "published_arch"}
+_REQUIRED = _CLAIM_KEYS - {"published_rows", "published_arch"}
 _PART_KEYS = {"attack", "eps", "metric", "direction", "margin", "published",
               "published_attack"}
 
@@ -72,6 +72,7 @@ class Claim:
     b: str
     parts: tuple[Part, ...]
     published_rows: tuple[str, ...] = ()
+    published_arch: str = ""
 
 
 def _unknown(keys, allowed, where: str) -> None:
@@ -127,7 +128,8 @@ def load_claims(path: str | Path | None = None) -> list[Claim]:
             raise ValueError(f"{at} ({c['id']}): no parts")
         out.append(Claim(str(c["id"]), str(c["paper"]), str(c["table"]), str(c["sweep"]),
                          str(c["dataset"]), str(c["statement"]), str(c["a"]), str(c["b"]),
-                         parts, tuple(c.get("published_rows") or ())))
+                         parts, tuple(c.get("published_rows") or ()),
+                         str(c.get("published_arch") or "")))
     return out
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from pipeline.core.budget import format_budget
 
@@ -258,18 +260,57 @@ def latest_rows(results: pd.DataFrame) -> pd.DataFrame:
     return df.drop_duplicates(key, keep="last").drop(columns=["_eps", "_wc"]).sort_index()
 
 
+def seed_stats(values) -> tuple[float, float, float, float, int]:
+    """``(mean, sd, lo, hi, n)`` of per-seed values: the 95 % t-interval over seeds
+    (the seed is the unit of replication); sd and the interval are NaN for one seed."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    mean = float(v.mean()) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan, n
+    sd = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half, n
+
+
+def _per_seed_percent(gc: pd.DataFrame) -> pd.Series:
+    return gc.groupby("seed", dropna=False)["value"].mean() * 100
+
+
 def _cell(gc: pd.DataFrame) -> str:
-    per_seed = gc.groupby("seed", dropna=False)["value"].mean() * 100
-    if len(per_seed) > 1:
-        return f"{per_seed.mean():.2f} ± {per_seed.std(ddof=1):.2f} (n={len(per_seed)})"
-    return f"{per_seed.mean():.2f}"
+    """``mean ± sd [95 % interval]`` over seeds, in %; one seed: the value alone."""
+    mean, sd, lo, hi, n = seed_stats(_per_seed_percent(gc))
+    if n > 1:
+        return f"{mean:.2f} ± {sd:.2f} [{lo:.1f}, {hi:.1f}]"
+    return f"{mean:.2f}"
+
+
+BEST_MARK = " ▲"
+BEST_NOTE = ("▲ best in its column: its 95 % interval over seeds lies above every other "
+             "row's (no mark where the intervals overlap)")
+
+
+def mark_best(frame: pd.DataFrame, intervals: dict[tuple[str, str], tuple]) -> bool:
+    """Append :data:`BEST_MARK` to the cell whose interval lies above every other row's
+    in its column (``intervals``: (row, column) -> :func:`seed_stats`); True when any."""
+    marked = False
+    for col in {c for _, c in intervals}:
+        cells = {r: st for (r, c), st in intervals.items() if c == col}
+        if len(cells) < 2 or any(st[4] < 2 for st in cells.values()):
+            continue
+        best = max(cells, key=lambda r: cells[r][0])
+        if all(cells[best][2] > st[3] for r, st in cells.items() if r != best):
+            frame.loc[best, col] = f"{frame.loc[best, col]}{BEST_MARK}"
+            marked = True
+    return marked
 
 
 def accuracy_tables(results: pd.DataFrame, paper: pd.DataFrame | None = None,
                     deviations: dict[str, dict[str, str]] | None = None,
                     ) -> dict[str, pd.DataFrame]:
-    """Paper-style tables: rows = methods, cells ``mean ± std (n seeds)`` of accuracy in %,
-    each followed by a ``· paper`` column where a published number exists for the same
+    """Paper-style tables: rows = methods, cells ``mean ± sd [95 % interval]`` of
+    accuracy in % over seeds (:func:`seed_stats`; the best of a column marked only where
+    its interval lies above every other row's), each followed by a ``· paper`` column where a published number exists for the same
     data set, architecture, method and variant (data/paper_tables; :func:`_paper_cell`),
     with note marks whose texts are in the table's ``attrs["notes"]``. An attack run at
     several budgets gets a table of its own
@@ -356,7 +397,7 @@ def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool,
 
     A quoted published number carries the markers (¹, ²) of its notes; ``attrs["notes"]``
     lists them in order, for the report to print under the table."""
-    table, notes = {}, {}
+    table, notes, intervals = {}, {}, {}
     for row, gr in ga.groupby("row", sort=True):
         if (gr["attack"] == "clean").all():
             continue
@@ -368,6 +409,7 @@ def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool,
             col = ("clean" if a == "clean" else format_budget(eps) if by_attack
                    else f"{a} {format_budget(eps)}")
             cells[col] = _cell(gc)
+            intervals[(row, col)] = seed_stats(_per_seed_percent(gc))
             first = gc.iloc[0]
             srcs = json.loads(first["saliency_sources"] or "[]")
             raw = first["params"] if "params" in gc else None
@@ -386,6 +428,8 @@ def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool,
         table[row] = cells
     frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
     frame.attrs["notes"] = [f"{_superscript(k)} {n}" for n, k in notes.items()]
+    if mark_best(frame, {k: v for k, v in intervals.items() if k[0] in frame.index}):
+        frame.attrs["notes"].append(BEST_NOTE)
     return frame
 
 

@@ -52,10 +52,11 @@ def test_report_contains_every_method_and_attack(tmp_path):
                      "autoattack 8/255", "1/255", "4/255", "kendall_tau",
                      "dynamic defense"):
             assert name in text, name
-    assert "80.50 ± 0.71" in md  # clean accuracy, mean +- std over the two seeds
+    # clean accuracy, mean +- std [95 % t-interval] over the two seeds
+    assert "80.50 ± 0.71 [74.1, 86.9]" in md
     assert "47.71" in md  # paper 000 Table 1, 'Original' at PGD-5 1/255, beside ours
     assert "training cost" in md.lower() and (tmp_path / "report" / "training_cost.png").is_file()
-    assert (tmp_path / "report" / "curves_cifar10_resnet34.png").is_file()
+    assert (tmp_path / "report" / "curves_cifar10_resnet34_pgd5.png").is_file()
     assert summary["flags"] == 7  # one per model that raised it
 
 

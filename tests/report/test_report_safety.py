@@ -86,12 +86,12 @@ def test_an_earlier_report_is_replaced(tmp_path):
     assert marker["kind"] == "salpipe report" and marker["command"] == "salpipe report"
     assert marker["results"] == [str(tmp_path / "a.parquet")]
     assert set(marker["files"]) == {p.name for p in rep.iterdir()} - {MARKER}
-    assert "curves_cifar10_resnet10.png" in marker["files"]
+    assert "curves_cifar10_resnet10_pgd5.png" in marker["files"]
     # the next report (another data set) replaces the whole folder: no stale figure
     run_report([results_table(tmp_path / "b.parquet", dataset="flowers17")], rep)
     names = {p.name for p in rep.iterdir()}
-    assert "curves_flowers17_resnet10.png" in names
-    assert "curves_cifar10_resnet10.png" not in names
+    assert "curves_flowers17_resnet10_pgd5.png" in names
+    assert "curves_cifar10_resnet10_pgd5.png" not in names
     assert json.loads((rep / MARKER).read_text())["results"] == [str(tmp_path / "b.parquet")]
     assert "flowers17" in (rep / "report.md").read_text()
     assert first["out"] == str(rep)

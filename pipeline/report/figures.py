@@ -13,7 +13,6 @@ import pandas as pd
 
 from pipeline.report.tables import add_labels, latest_rows, matching_clean, seed_stats
 
-
 # Method families, one panel each (at most MAX_LINES lines; a larger family is split).
 FAMILIES = {
     "standard": "baselines", "uniform_noise": "baselines",

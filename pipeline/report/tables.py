@@ -397,7 +397,7 @@ def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool,
 
     A quoted published number carries the markers (¹, ²) of its notes; ``attrs["notes"]``
     lists them in order, for the report to print under the table."""
-    table, notes, intervals = {}, {}, {}
+    table, notes, intervals, flagged = {}, {}, {}, {}
     for row, gr in ga.groupby("row", sort=True):
         if (gr["attack"] == "clean").all():
             continue
@@ -408,7 +408,7 @@ def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool,
         for (a, eps), gc in groups:
             col = ("clean" if a == "clean" else format_budget(eps) if by_attack
                    else f"{a} {format_budget(eps)}")
-            cells[col] = _cell(gc)
+            cells[col] = _cell(gc) + _flag_marks(gc, flagged)
             intervals[(row, col)] = seed_stats(_per_seed_percent(gc))
             first = gc.iloc[0]
             srcs = json.loads(first["saliency_sources"] or "[]")
@@ -428,9 +428,20 @@ def _build(ga: pd.DataFrame, paper: pd.DataFrame, ds, by_attack: bool,
         table[row] = cells
     frame = pd.DataFrame.from_dict(table, orient="index").fillna("")
     frame.attrs["notes"] = [f"{_superscript(k)} {n}" for n, k in notes.items()]
+    frame.attrs["notes"] += [f"⚑{k} {flag}" for flag, k in flagged.items()]
     if mark_best(frame, {k: v for k, v in intervals.items() if k[0] in frame.index}):
         frame.attrs["notes"].append(BEST_NOTE)
     return frame
+
+
+def _flag_marks(gc: pd.DataFrame, flagged: dict[str, int]) -> str:
+    """`` ⚑1,3`` for the flags any seed's row of this cell raised (numbered per table in
+    ``flagged``, whose texts go under the table), "" for none."""
+    if "flags" not in gc:
+        return ""
+    texts = dict.fromkeys(f for raw in gc["flags"] for f in json.loads(raw or "[]"))
+    ks = sorted(flagged.setdefault(f, len(flagged) + 1) for f in texts)
+    return f" ⚑{','.join(map(str, ks))}" if ks else ""
 
 
 def _superscript(k: int) -> str:
@@ -512,4 +523,5 @@ def flags_table(results: pd.DataFrame) -> pd.DataFrame:
             rows.append({"model": r["model"], "method": r["method"], "attack": r["attack"],
                          "eps": format_budget(r["eps"]) if np.isfinite(r["eps"]) else "",
                          "flag": flag})
-    return pd.DataFrame(rows, columns=["model", "method", "attack", "eps", "flag"]).drop_duplicates()
+    frame = pd.DataFrame(rows, columns=["model", "method", "attack", "eps", "flag"])
+    return frame.drop_duplicates().set_index("model")

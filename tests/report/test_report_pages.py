@@ -46,8 +46,11 @@ def test_markdown_tables_keep_cells_whole_and_numbers_as_written(tmp_path):
     run_report([_hostile_results(tmp_path)], rep)
     md = (rep / "report.md").read_text()
     assert md.startswith("# salpipe evaluation report\n")  # what marks an old report
-    flag_rows = [ln for ln in md.splitlines() if "alert(1)" in ln]
+    flag_rows = [ln for ln in md.splitlines() if "alert(1)" in ln and ln.startswith("|")]
     assert flag_rows and all("a\\|b" in ln for ln in flag_rows)
+    # the same flag beside its cell: a mark in the cell, its text in the notes below
+    assert "- ⚑1 <script>alert(1)</script> & a|b" in md.splitlines()
+    assert any(ln.startswith("|") and "⚑1" in ln for ln in md.splitlines())
     header = next(ln for ln in md.splitlines() if ln.startswith("|") and "flag" in ln)
     pipes = header.count("|")
     assert all(len(re.findall(r"(?<!\\)\|", ln)) == pipes for ln in flag_rows)

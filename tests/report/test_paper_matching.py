@@ -173,7 +173,7 @@ def test_the_note_on_our_cw_pgd_is_printed_under_the_table(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     page = (tmp_path / "report" / "report.html").read_text()
     assert "78.00 (001 Table 1) ¹" in md and "78.00 (001 Table 1) ¹" in page
-    notes = md.split("Notes on the published numbers:")[1]
+    notes = md.split("Notes on the published numbers, the flags and the marks:")[1]
     assert notes.lstrip().startswith("- ¹ 001 cw_pgd:") and "L2 attack" in notes
     # escaped by jinja2's autoescape (markupsafe writes ' as &#39;)
     assert "<li>¹ 001 cw_pgd:" in page and "Carlini &amp; Wagner&#39;s L2" in page

@@ -264,7 +264,7 @@ def judge(claims: list[Claim], results: pd.DataFrame,
                     mc.append(f"seed {s}: {ab}/{bab}, p={pv:.2g}")
             pa, pb = p.published
             pub_d = pa - pb if pa is not None and pb is not None else math.nan
-            unit = "" if p.metric == "accuracy" else f" ({p.metric})"
+            unit = "" if p.metric == "accuracy" or p.attack == TRAINING else f" ({p.metric})"
             parts.append({
                 "claim": c.id, "part": p.label() + unit, "direction": p.direction
                 + (f" (margin {p.margin:g})" if p.direction.startswith("not_") else ""),

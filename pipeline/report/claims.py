@@ -14,6 +14,7 @@ within-seed only: it says nothing about another training seed.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -200,8 +201,6 @@ def _per_seed(rows: pd.DataFrame) -> pd.DataFrame:
 def training_cost(runs: list[Path]) -> pd.DataFrame:
     """``dataset, model, seed, epoch_seconds`` (mean over a run's epochs) of run
     directories ``.../runs/<dataset>/students/<model>/seed<k>`` (and ``sad/``)."""
-    import json
-
     rows = []
     for run in map(Path, runs or []):
         metrics = run / "metrics.jsonl"

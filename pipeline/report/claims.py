@@ -27,6 +27,7 @@ from scipy import stats
 
 from pipeline.core.budget import format_budget, parse_budget
 from pipeline.core.outcomes import decode_outcome
+from pipeline.report.tables import student_of
 
 CLAIMS_FILE = resources.files("pipeline") / "resources" / "claims.yaml"
 DIRECTIONS = ("greater", "less", "not_less", "not_greater")
@@ -179,7 +180,7 @@ def combine(verdicts: list[str]) -> str:
 # -- reading the results ---------------------------------------------------------------
 def _rows(results: pd.DataFrame, dataset: str, model: str, part: Part) -> pd.DataFrame:
     r = results
-    sel = ((r["dataset"] == dataset) & (r["model"].astype(str).str.split("/").str[0] == model)
+    sel = ((r["dataset"] == dataset) & (r["model"].map(student_of) == model)
            & (r["attack"] == part.attack) & (r["metric"] == part.metric)
            & (np.abs(r["eps"].astype(float).fillna(0.0) - part.eps) < 1e-9))
     g = r[sel]
@@ -233,8 +234,9 @@ def _values(results, cost, claim: Claim, part: Part, model: str):
     return values, bits
 
 
-def _fmt(x: float, digits: int = 1) -> str:
-    return "" if x is None or not np.isfinite(x) else f"{x:+.{digits}f}" if digits else f"{x}"
+def _fmt(x: float) -> str:
+    """``+1.2`` (one decimal, signed); "" for a missing number."""
+    return "" if x is None or not np.isfinite(x) else f"{x:+.1f}"
 
 
 def judge(claims: list[Claim], results: pd.DataFrame,
@@ -245,7 +247,7 @@ def judge(claims: list[Claim], results: pd.DataFrame,
     cost = cost if cost is not None else pd.DataFrame(columns=["dataset", "model", "seed",
                                                                "epoch_seconds"])
     parts, verdicts = [], []
-    present = set(zip(results["dataset"], results["model"].astype(str).str.split("/").str[0]))
+    present = set(zip(results["dataset"], results["model"].map(student_of)))
     for c in claims:
         if (c.dataset, c.a) not in present or (c.dataset, c.b) not in present:
             continue

@@ -418,7 +418,8 @@ def _source_models(ctx, param, values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--store", required=True, help="Data set Zarr store (path or fsspec URL).")
 @click.option("--preset", default="quick", show_default=True,
               help="Attack preset of the presets file (quick, sat, sat_cpu, pgd20, sip, "
-                   "sip_cpu, sad, defence, defence_cpu, defence_quick, int, full).")
+                   "sip_cpu, sad, defence, defence_cpu, defence_survivors, defence_quick, "
+                   "int, int_cpu, full).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--n", type=int, default=None, help="Evaluate the first N images (default all).")
 @click.option("--batch-size", default=256, show_default=True, help="Attack batch size; results do not depend on it.")

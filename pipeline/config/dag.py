@@ -52,7 +52,8 @@ class Dag:
     def cells(self) -> list[tuple[str, str, int]]:
         """Every evaluated (dataset, model name, seed)."""
         p = self.sweep
-        return [(d, s, seed) for d in p.datasets for s in p.students_for(d) for seed in p.seeds]
+        return [(d, s, seed) for d in p.datasets for s in p.students_for(d)
+                for seed in p.seeds_for(s)]
 
     def teacher_cells(self) -> list[tuple[str, str]]:
         return [(d, t) for d in self.sweep.datasets for t in self.sweep.teachers_for(d)]

@@ -130,6 +130,8 @@ class StudentSpec:
     (dotted keys, ``{opt.lr: 0.01}``). ``deviations``: setting -> reason, for every
     setting in which this student differs from the sweep's threat model or from a
     student it is compared with (``salpipe check-sweep``); the report prints them.
+    ``seeds``: this student's training seeds (None: the sweep's ``seeds``), e.g. three
+    for the rows a claim compares and one for the rest.
     """
 
     method: str
@@ -139,6 +141,7 @@ class StudentSpec:
     bn_mode: Literal["eval", "train"] | None = None
     train: dict[str, Any] = field(default_factory=dict)
     deviations: dict[str, str] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,12 +152,14 @@ class SadModelSpec(SadConfig):
     as ``salpipe sad-calibrate``), except ``seed``: a SAD job's seed is its job's seed.
     ``transfer_seed``: the seed of the ``base`` student run that this model's transfer
     source ``other_seed`` is (None: the sweep's ``transfer_seed``; neither: no
-    ``other_seed``).
+    ``other_seed``). ``seeds``: its jobs' seeds (None: its base student's), each one a
+    seed of the base.
     """
 
     base: str
     datasets: tuple[str, ...] | None = None
     transfer_seed: int | None = None
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +249,20 @@ class Sweep:
             if name in names and name not in params:
                 params[name] = _threat_value(threat, setting)
         return params
+
+    def seeds_for(self, model: str) -> tuple[int, ...]:
+        """The training seeds of student or SAD model ``model``: its own ``seeds``, else
+        (a SAD model) its base student's, else the sweep's."""
+        if model in self.sad:
+            own = self.sad[model].seeds
+            return own if own is not None else self.seeds_for(self.sad[model].base)
+        own = self.students[model].seeds
+        return own if own is not None else self.seeds
+
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed some model of the sweep is trained with (sorted)."""
+        models = [*self.students, *self.sad]
+        return tuple(sorted({s for m in models for s in self.seeds_for(m)} | set(self.seeds)))
 
     def students_for(self, dataset: str) -> list[str]:
         plain = [s for s, spec in self.students.items() if self._on(spec.datasets, dataset)]
@@ -358,10 +377,14 @@ def validate_sweep(p: Sweep, registries: Registries | None = None) -> None:
                     f"({', '.join(p.saliency)})"
                 )
         _check_datasets(p, s.datasets, f"students.{name}.datasets")
+        if s.seeds is not None:
+            _check_seeds(s.seeds, f"students.{name}.seeds")
+    _check_seeds(p.seeds, "seeds")
     for name, s in p.sad.items():
         if s.seed != SadConfig.seed:
             raise ConfigError(f"sad.{name}.seed: a SAD job's seed is its job's seed "
-                              f"(the sweep's seeds: {list(p.seeds)}); drop the key")
+                              f"(the sweep's seeds: {list(p.seeds)}, or the entry's "
+                              "seeds: [...]); drop the key")
         if r is not None:
             build_method(r.saliency, s.saliency, s.saliency_params, f"sad.{name}.saliency")
         _check_datasets(p, s.datasets, f"sad.{name}.datasets")
@@ -369,6 +392,15 @@ def validate_sweep(p: Sweep, registries: Registries | None = None) -> None:
             raise ConfigError(f"sad.{name}.base: {s.base!r} is not a student of this sweep")
         if name in p.students:
             raise ConfigError(f"sad.{name}: the name is already a student")
+        if s.seeds is not None:
+            _check_seeds(s.seeds, f"sad.{name}.seeds")
+            base_seeds = p.seeds_for(s.base)
+            extra = [k for k in s.seeds if k not in base_seeds]
+            if extra:
+                raise ConfigError(
+                    f"sad.{name}.seeds: {extra} are not seeds of its base {s.base!r} "
+                    f"({list(base_seeds)}); a SAD model of seed k recalibrates its base's "
+                    "run of seed k")
         if s.transfer_seed is not None:
             _check_transfer_seed(p, s.transfer_seed, f"sad.{name}.transfer_seed")
     if p.transfer_seed is not None:
@@ -376,11 +408,22 @@ def validate_sweep(p: Sweep, registries: Registries | None = None) -> None:
     _check_transfer(p)
 
 
+def _check_seeds(seeds: tuple[int, ...], where: str) -> None:
+    if not seeds:
+        raise ConfigError(f"{where}: empty; give at least one seed, e.g. [0]")
+    bad = [k for k in seeds if isinstance(k, bool) or not isinstance(k, int) or k < 0]
+    if bad:
+        raise ConfigError(f"{where}: {bad} are not seeds (integers, 0 or more)")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: {list(seeds)} repeats a seed")
+
+
 def _check_transfer_seed(p: Sweep, seed: int, where: str) -> None:
     if seed < 0:
         raise ConfigError(f"{where}: {seed} is not a seed (0 or more)")
-    if seed in p.seeds:
-        raise ConfigError(f"{where}: {seed} is one of the sweep's seeds {list(p.seeds)}, "
+    seeds = p.all_seeds()
+    if seed in seeds:
+        raise ConfigError(f"{where}: {seed} is one of the sweep's seeds {list(seeds)}, "
                           f"so for the job of seed {seed} other_seed would be base itself; "
                           "choose a seed outside seeds (its training job is added)")
 
@@ -404,9 +447,9 @@ def _check_transfer(p: Sweep) -> None:
                 continue
             if src.seed < 0:
                 raise ConfigError(f"{at}.seed: {src.seed} is not a seed (0 or more)")
-            if src.seed in p.seeds:
+            if src.seed in p.all_seeds():
                 raise ConfigError(
-                    f"{at}.seed: {src.seed} is one of the sweep's seeds {list(p.seeds)}, so "
+                    f"{at}.seed: {src.seed} is one of the sweep's seeds {list(p.all_seeds())}, so "
                     f"the job {src.model} seed {src.seed} would be attacked with itself; "
                     "choose a seed outside seeds (its training job is added to the DAG)")
             on = [dataset] if dataset is not None else [

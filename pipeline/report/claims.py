@@ -35,8 +35,8 @@ VERDICTS = ("holds", "does not hold", "inconclusive")
 # the part's "attack" that reads training cost (seconds per epoch) instead of a result
 TRAINING = "training"
 _CLAIM_KEYS = {"id", "paper", "table", "sweep", "dataset", "statement", "a", "b", "parts",
-               "published_rows", "published_arch"}
-_REQUIRED = _CLAIM_KEYS - {"published_rows", "published_arch"}
+               "published_rows", "published_arch", "published_dataset"}
+_REQUIRED = _CLAIM_KEYS - {"published_rows", "published_arch", "published_dataset"}
 _PART_KEYS = {"attack", "eps", "metric", "direction", "margin", "published",
               "published_attack"}
 
@@ -75,6 +75,7 @@ class Claim:
     parts: tuple[Part, ...]
     published_rows: tuple[str, ...] = ()
     published_arch: str = ""
+    published_dataset: str = ""  # where the paper's numbers are of another data set
 
 
 def _unknown(keys, allowed, where: str) -> None:
@@ -131,7 +132,8 @@ def load_claims(path: str | Path | None = None) -> list[Claim]:
         out.append(Claim(str(c["id"]), str(c["paper"]), str(c["table"]), str(c["sweep"]),
                          str(c["dataset"]), str(c["statement"]), str(c["a"]), str(c["b"]),
                          parts, tuple(c.get("published_rows") or ()),
-                         str(c.get("published_arch") or "")))
+                         str(c.get("published_arch") or ""),
+                         str(c.get("published_dataset") or "")))
     return out
 
 
@@ -216,7 +218,7 @@ def training_cost(runs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "model", "seed", "epoch_seconds"])
 
 
-def _values(results, cost, claim: Claim, part: Part, model: str):
+def row_values(results, cost, claim: Claim, part: Part, model: str):
     """``{seed: value}`` and ``{seed: (outcome bits or None)}`` of one row of a claim."""
     if part.attack == TRAINING:
         c = cost[(cost["dataset"] == claim.dataset) & (cost["model"] == model)]
@@ -234,9 +236,15 @@ def _values(results, cost, claim: Claim, part: Part, model: str):
     return values, bits
 
 
-def _fmt(x: float) -> str:
-    """``+1.2`` (one decimal, signed); "" for a missing number."""
-    return "" if x is None or not np.isfinite(x) else f"{x:+.1f}"
+def digits(metric: str) -> int:
+    """Decimals a metric is shown with: accuracy and seconds in 0.1, a score in [-1, 1]
+    (Kendall's tau) in 0.001."""
+    return 1 if metric in ("accuracy", "epoch_seconds") else 3
+
+
+def _fmt(x: float, metric: str = "accuracy") -> str:
+    """``+1.2`` (signed, :func:`digits` decimals); "" for a missing number."""
+    return "" if x is None or not np.isfinite(x) else f"{x:+.{digits(metric)}f}"
 
 
 def judge(claims: list[Claim], results: pd.DataFrame,
@@ -253,8 +261,8 @@ def judge(claims: list[Claim], results: pd.DataFrame,
             continue
         got = []
         for p in c.parts:
-            va, ba = _values(results, cost, c, p, c.a)
-            vb, bb = _values(results, cost, c, p, c.b)
+            va, ba = row_values(results, cost, c, p, c.a)
+            vb, bb = row_values(results, cost, c, p, c.b)
             seeds = sorted(set(va) & set(vb))
             diffs = np.array([va[s] - vb[s] for s in seeds])
             t = paired_test(diffs, p.direction, p.margin)
@@ -266,17 +274,22 @@ def judge(claims: list[Claim], results: pd.DataFrame,
             pa, pb = p.published
             pub_d = pa - pb if pa is not None and pb is not None else math.nan
             unit = "" if p.metric == "accuracy" or p.attack == TRAINING else f" ({p.metric})"
+            where = [w for w in (p.published_attack if p.published_attack != p.attack else "",
+                                 c.published_dataset if c.published_dataset
+                                 and c.published_dataset != c.dataset else "") if w]
             parts.append({
                 "claim": c.id, "part": p.label() + unit, "direction": p.direction
                 + (f" (margin {p.margin:g})" if p.direction.startswith("not_") else ""),
                 "seeds": t["n"],
-                "a": _mean_sd([va[s] for s in seeds]), "b": _mean_sd([vb[s] for s in seeds]),
-                "a - b": _fmt(t["mean"]), "95% CI": (f"[{t['lo']:+.1f}, {t['hi']:+.1f}]"
-                                                    if np.isfinite(t["lo"]) else ""),
+                "a": _mean_sd([va[s] for s in seeds], p.metric),
+                "b": _mean_sd([vb[s] for s in seeds], p.metric),
+                "a - b": _fmt(t["mean"], p.metric),
+                "95% CI": (f"[{_fmt(t['lo'], p.metric)}, {_fmt(t['hi'], p.metric)}]"
+                           if np.isfinite(t["lo"]) else ""),
                 "p (t, seeds)": "" if not np.isfinite(t["p"]) else f"{t['p']:.2g}",
-                "published a - b": _fmt(pub_d) + (f" ({p.published_attack})"
-                                                  if np.isfinite(pub_d)
-                                                  and p.published_attack != p.attack else ""),
+                "published a - b": _fmt(pub_d, p.metric) + (f" ({', '.join(where)})"
+                                                            if np.isfinite(pub_d) and where
+                                                            else ""),
                 "McNemar (within seed)": "; ".join(mc), "verdict": t["verdict"],
                 "_mean": t["mean"], "_lo": t["lo"], "_hi": t["hi"], "_published": pub_d,
             })
@@ -287,9 +300,10 @@ def judge(claims: list[Claim], results: pd.DataFrame,
     return pd.DataFrame(verdicts), pd.DataFrame(parts)
 
 
-def _mean_sd(values: list[float]) -> str:
+def _mean_sd(values: list[float], metric: str = "accuracy") -> str:
+    k = digits(metric)
     if not values:
         return ""
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+        return f"{values[0]:.{k}f}"
+    return f"{np.mean(values):.{k}f} ± {np.std(values, ddof=1):.{k}f}"

@@ -28,6 +28,7 @@ from pipeline.report.claims import judge, load_claims
 from pipeline.report.claims import training_cost as claims_training_cost
 from pipeline.report.figures import robustness_curves, training_cost
 from pipeline.report.pages import Outline, Section, render_html, render_markdown
+from pipeline.report.papers import paper_sections
 from pipeline.report.tables import (
     accuracy_tables,
     flags_table,
@@ -255,9 +256,11 @@ def _cost_section(cost: pd.DataFrame, jobs: pd.DataFrame | None) -> list[Section
 
 def _verdict_sections(df: pd.DataFrame, runs: list[Path]) -> list[Section]:
     """``Verdicts``: each claim of pipeline/resources/claims.yaml whose two rows the
-    results hold, with the numbers behind each part (pipeline/report/claims.py); no
+    results hold, with the numbers behind each part (pipeline/report/claims.py), then
+    one section per paper laid out like its tables (pipeline/report/papers.py); no
     section when the results test none."""
-    verdicts, parts = judge(load_claims(), df, claims_training_cost(runs))
+    claims, cost = load_claims(), claims_training_cost(runs)
+    verdicts, parts = judge(claims, df, cost)
     if verdicts.empty:
         return []
     shown = parts[[c for c in parts.columns if not c.startswith("_")]]
@@ -266,7 +269,7 @@ def _verdict_sections(df: pd.DataFrame, runs: list[Path]) -> list[Section]:
          "with its 95 % interval; McNemar over test images is within one seed only",
          verdicts.set_index("claim")),
         ("The numbers behind each verdict (accuracy in %, mean ± std over seeds)",
-         shown.set_index("claim"))])]
+         shown.set_index("claim"))])] + paper_sections(claims, df, cost)
 
 
 def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],

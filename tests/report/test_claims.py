@@ -35,7 +35,12 @@ def test_the_claims_file_loads_with_every_paper_claim_the_issue_names():
     ids = {c.id for c in CLAIMS}
     assert {"sat_gbp_beats_original", "std_teacher_gbp_collapses", "pgd_sat_keeps_pgd_at",
             "trades_sat_beats_trades", "sat_mask_beats_original",
-            "sat_bbox_beats_original"} <= ids
+            "sat_bbox_beats_original", "sip_synthetic_keeps_clean", "sip_human_keeps_clean",
+            "sad_beats_its_base", "at_sad_beats_its_base", "int_gains_robustness",
+            "int2_gains_robustness", "int_aai_beats_standard", "int_aai_beats_pgd_at",
+            "int2_aai_beats_standard", "int2_aai_beats_pgd_at"} <= ids
+    # every claim of the four papers' sweeps
+    assert {c.sweep for c in CLAIMS} == {"cpu_sat", "cpu_sip", "cpu_sad", "cpu_int"}
 
 
 @pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: c.id)
@@ -49,7 +54,7 @@ def test_published_numbers_are_the_transcribed_tables(claim):
             if value is None:
                 continue
             got = paper[(paper["paper"] == claim.paper) & (paper["table"] == claim.table)
-                        & (paper["dataset"] == claim.dataset)
+                        & (paper["dataset"] == (claim.published_dataset or claim.dataset))
                         & (paper["paper_method"] == row)
                         & (paper["attack"] == p.published_attack)]
             if claim.published_arch:

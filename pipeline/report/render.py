@@ -263,7 +263,12 @@ def _verdict_sections(df: pd.DataFrame, runs: list[Path]) -> list[Section]:
     verdicts, parts = judge(claims, df, cost)
     if verdicts.empty:
         return []
-    shown = parts[[c for c in parts.columns if not c.startswith("_")]]
+    # the verdict next to the claim's name, so it is read before anything scrolls
+    verdicts = verdicts[["claim", "verdict", *[c for c in verdicts.columns
+                                               if c not in ("claim", "verdict")]]]
+    shown = parts[["claim", "part", "verdict", *[c for c in parts.columns if c not in
+                                                ("claim", "part", "verdict")
+                                                and not c.startswith("_")]]]
     return [Section("Verdicts on the papers' claims", [
         ("Seed is the unit of replication: paired t-test over per-seed differences a - b "
          "with its 95 % interval; McNemar over test images is within one seed only",

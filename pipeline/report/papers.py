@@ -14,8 +14,8 @@ from dataclasses import replace
 import pandas as pd
 
 from pipeline.report.claims import TRAINING, Claim, Part, digits, row_values
-from pipeline.report.pages import PAPER_MARK, Section
-from pipeline.report.tables import seed_stats, student_of
+from pipeline.report.pages import DEVIATIONS, PAPER_MARK, Section
+from pipeline.report.tables import row_deviations, seed_stats, student_of
 
 
 def _cell(values: list[float], metric: str) -> str:
@@ -33,9 +33,12 @@ def _published(value: float | None, metric: str) -> str:
 
 
 def paper_sections(claims: list[Claim], results: pd.DataFrame,
-                   cost: pd.DataFrame | None = None) -> list[Section]:
+                   cost: pd.DataFrame | None = None,
+                   deviations: dict[str, dict[str, str]] | None = None) -> list[Section]:
     """``{paper}``: per (table, data set) of its claims whose rows the results hold, a
-    table of those rows; papers in the claims file's order, none without results."""
+    table of those rows; papers in the claims file's order, none without results.
+    ``deviations``: student -> {setting: reason} (``comparisons.json``); a last column
+    lists a row's, as the accuracy tables do."""
     present = set(zip(results["dataset"], results["model"].map(student_of)))
     cost = cost if cost is not None else pd.DataFrame(
         columns=["dataset", "model", "seed", "epoch_seconds"])
@@ -48,6 +51,10 @@ def paper_sections(claims: list[Claim], results: pd.DataFrame,
         out = []
         for (table, dataset), cs in tables.items():
             frame = _table(cs, results, cost)
+            models = [label.split(" (paper: ")[0] for label in frame.index]
+            listed = [row_deviations([m], deviations or {}) for m in models]
+            if any(listed):
+                frame[DEVIATIONS] = listed
             out.append((f"{table}, {dataset}: ours beside the paper's", frame))
         sections.append(Section(f"Paper {paper}", out))
     return sections

@@ -254,7 +254,8 @@ def _cost_section(cost: pd.DataFrame, jobs: pd.DataFrame | None) -> list[Section
     return [Section("Cost", tables)] if tables else []
 
 
-def _verdict_sections(df: pd.DataFrame, runs: list[Path]) -> list[Section]:
+def _verdict_sections(df: pd.DataFrame, runs: list[Path],
+                      deviations: dict[str, dict[str, str]] | None = None) -> list[Section]:
     """``Verdicts``: each claim of pipeline/resources/claims.yaml whose two rows the
     results hold, with the numbers behind each part (pipeline/report/claims.py), then
     one section per paper laid out like its tables (pipeline/report/papers.py); no
@@ -274,7 +275,7 @@ def _verdict_sections(df: pd.DataFrame, runs: list[Path]) -> list[Section]:
          "with its 95 % interval; McNemar over test images is within one seed only",
          verdicts.set_index("claim")),
         ("The numbers behind each verdict (accuracy in %, mean ± std over seeds)",
-         shown.set_index("claim"))])] + paper_sections(claims, df, cost)
+         shown.set_index("claim"))])] + paper_sections(claims, df, cost, deviations)
 
 
 def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
@@ -292,7 +293,8 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
             raise FileNotFoundError(f"gallery image {g} not found")
         shutil.copy(g, out / Path(g).name)
         gallery.append(Path(g).name)
-    sections = _verdict_sections(df, runs) + [Section("Accuracy", list(tables.items()))]
+    sections = _verdict_sections(df, runs, deviations) + [Section("Accuracy",
+                                                                  list(tables.items()))]
     if comparisons:
         sections.append(Section("Training settings and declared deviations "
                                 "(salpipe check-sweep)",

@@ -71,3 +71,12 @@ def test_the_paper_number_stays_beside_our_attack_when_its_own_is_not_run(claims
     (_, t1), = paper_sections(claims[:1], res)[0].tables
     assert list(t1.columns) == ["pgd20 1/255", "pgd20 1/255 · paper"]
     assert t1.attrs["notes"] == ["pgd20 1/255 · paper: the paper's number is its pgd5"]
+
+
+def test_a_rows_declared_deviations_stand_in_the_last_column(claims):
+    res = pd.DataFrame(_rows({("a", 0): .5, ("a", 1): .6, ("b", 0): .4, ("b", 1): .5},
+                             "pgd20", 1 / 255))
+    (_, t1), = paper_sections(claims[:1], res,
+                              deviations={"a": {"bn_mode": "train-mode BN"}})[0].tables
+    assert t1.columns[-1] == "declared deviations"
+    assert t1["declared deviations"].tolist() == ["bn_mode: train-mode BN", ""]

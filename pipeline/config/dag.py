@@ -49,11 +49,19 @@ class Dag:
     def datasets(self) -> list[str]:
         return list(self.sweep.datasets)
 
+    def eval_cells(self) -> list[tuple[str, str, int, str]]:
+        """Every evaluation: (dataset, model name, seed, preset)."""
+        p = self.sweep
+        return [(d, m, seed, r.preset) for d in p.datasets for m in p.students_for(d)
+                for r in p.eval_runs(d, m) for seed in r.seeds]
+
     def cells(self) -> list[tuple[str, str, int]]:
         """Every evaluated (dataset, model name, seed)."""
-        p = self.sweep
-        return [(d, s, seed) for d in p.datasets for s in p.students_for(d)
-                for seed in p.seeds_for(s)]
+        return list(dict.fromkeys((d, m, s) for d, m, s, _ in self.eval_cells()))
+
+    def presets_used(self) -> list[str]:
+        """Every preset some evaluation runs (sorted)."""
+        return sorted(self.sweep.presets_used())
 
     def teacher_cells(self) -> list[tuple[str, str]]:
         return [(d, t) for d in self.sweep.datasets for t in self.sweep.teachers_for(d)]
@@ -87,28 +95,28 @@ class Dag:
         return self._preset_sources[name]
 
     def preset_for(self, model: str) -> str:
-        """The evaluation preset of ``model`` (the defence preset for a SAD model)."""
+        """The evaluation preset of ``model`` in a plain sweep (the defence preset for a
+        SAD model); :meth:`eval_cells` has every evaluation of a union sweep."""
         return self.sweep.preset_for(model)
 
-    def transfer_sources(self, dataset: str, model: str, seed: int
-                         ) -> dict[str, tuple[str, int]]:
+    def transfer_sources(self, dataset: str, model: str, seed: int,
+                         preset: str | None = None) -> dict[str, tuple[str, int]]:
         """``{name: (model, seed)}`` of the transfer sources the evaluation of ``model``
-        (``seed``) on ``dataset`` uses: the sweep's
-        (:meth:`~pipeline.config.sweep.Sweep.transfer_sources`) that the preset's
-        transfer entries name. A name the preset uses but the sweep lacks for this job
-        is not passed: ``salpipe evaluate`` skips those entries with a flag."""
+        (``seed``) on ``dataset`` with ``preset`` (default :meth:`preset_for`) uses: the
+        sweep's (:meth:`~pipeline.config.sweep.Sweep.transfer_sources`) that the
+        preset's transfer entries name. A name the preset uses but the sweep lacks for
+        this job is not passed: ``salpipe evaluate`` skips those entries with a flag."""
         named = self.sweep.transfer_sources(dataset, model, seed)
-        used = self.preset_sources(self.preset_for(model))
+        used = self.preset_sources(preset or self.preset_for(model))
         return {k: v for k, v in sorted(named.items()) if k in used}
 
     def transfer_jobs(self) -> list[tuple[str, str, int]]:
         """(dataset, model, seed) of every source model an evaluation needs that is not
         itself evaluated (e.g. ``standard`` seed 1 when ``seeds`` is ``[0]``): a training
         (or SAD) job of the DAG whose only consumers are the evaluations."""
-        cells = set(self.cells())
-        jobs = {(d, m, s) for d, model, seed in cells
-                for m, s in self.transfer_sources(d, model, seed).values()}
-        return sorted(jobs - cells)
+        jobs = {(d, m, s) for d, model, seed, preset in self.eval_cells()
+                for m, s in self.transfer_sources(d, model, seed, preset).values()}
+        return sorted(jobs - set(self.cells()))
 
     # -- per-job arguments --------------------------------------------------------------
     # Each ``*_args`` method returns the words of a command line (a list, never a string
@@ -201,21 +209,26 @@ class Dag:
         return ["--seed", f"{int(seed)}", *_kv("-s", pairs)]
 
     def eval_args(self, dataset: str, sources: Mapping[str, str] | None = None,
-                  model: str | None = None) -> list[str]:
+                  model: str | None = None, preset: str | None = None) -> list[str]:
         """Options of evaluate besides model, store and out; ``sources``: ``{name: run
         directory}`` of the job's transfer sources (the Snakefile's paths of
-        :meth:`transfer_sources`), one ``--source-model NAME=DIR`` each. A defence
-        (``model`` a SAD entry) gets the defence preset and ``defence_n`` images."""
+        :meth:`transfer_sources`), one ``--source-model NAME=DIR`` each. ``preset``
+        (default :meth:`preset_for`, a defence's the defence preset) picks the
+        evaluation of ``model`` and its images (a defence: ``defence_n``)."""
         e, d = self.sweep.evaluate, self.sweep.datasets[dataset]
-        defence = model is not None and self.is_sad(model)
-        split, count = d.eval_split, d.eval_n or e.n
-        if defence and e.defence_n is not None:
-            count = min(e.defence_n, count) if count else e.defence_n
+        if model is None:
+            preset, count = preset or e.preset, d.eval_n or e.n
+        else:
+            preset = preset or self.preset_for(model)
+            runs = [r for r in self.sweep.eval_runs(dataset, model) if r.preset == preset]
+            if not runs:
+                raise ConfigError(f"sweep {self.sweep.name}: {model} on {dataset} is not "
+                                  f"evaluated with preset {preset!r}")
+            count = runs[0].n
         n = ["--n", f"{count}"] if count else []
         models = [w for name in sorted(sources or {})
                   for w in ("--source-model", f"{name}={sources[name]}")]
-        preset = self.preset_for(model) if model is not None else e.preset
-        return ["--preset", f"{preset}", "--split", f"{split}", *n,
+        return ["--preset", f"{preset}", "--split", f"{d.eval_split}", *n,
                 "--batch-size", f"{e.batch_size}", *models]
 
 

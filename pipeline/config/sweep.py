@@ -189,6 +189,16 @@ class StudentTrain:
 
 
 @dataclass(frozen=True)
+class EvalRun:
+    """One evaluation of a model on a data set: the preset, the images (None: the whole
+    split) and the seeds it runs on."""
+
+    preset: str
+    n: int | None
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Sweep:
     name: str
     datasets: dict[str, DatasetSpec]
@@ -207,6 +217,11 @@ class Sweep:
     # the seed of a SAD model's `other_seed` source (its base student's run); a `sad`
     # entry's own transfer_seed wins
     transfer_seed: int | None = None
+    # a union sweep (`union: [a, b]`, pipeline/config/union.py): its parts' names, and
+    # dataset -> model -> the evaluations the parts ran (never read from a file)
+    parts: tuple[str, ...] = field(default=(), init=False)
+    evaluations: dict[str, dict[str, tuple[EvalRun, ...]]] = field(
+        default_factory=dict, init=False, compare=False)
 
     # -- which jobs exist -------------------------------------------------------------
 
@@ -284,6 +299,29 @@ class Sweep:
         """The evaluation preset of ``model``: the defence preset for a SAD model."""
         return self.evaluate.defence_preset if model in self.sad else self.evaluate.preset
 
+    def default_n(self, dataset: str, model: str) -> int | None:
+        """Images a plain sweep evaluates ``model`` on: the data set's ``eval_n``, else
+        ``evaluate.n``; a defence at most ``defence_n`` (None: the whole split)."""
+        e, d = self.evaluate, self.datasets[dataset]
+        count = d.eval_n or e.n
+        if model in self.sad and e.defence_n is not None:
+            count = min(e.defence_n, count) if count else e.defence_n
+        return count
+
+    def eval_runs(self, dataset: str, model: str) -> tuple[EvalRun, ...]:
+        """Every evaluation of ``model`` on ``dataset``: a union sweep's from its parts,
+        otherwise one, :meth:`preset_for` on :meth:`default_n` images, every seed."""
+        own = self.evaluations.get(dataset, {}).get(model)
+        if own is not None or self.parts:
+            return own or ()
+        return (EvalRun(self.preset_for(model), self.default_n(dataset, model),
+                        self.seeds_for(model)),)
+
+    def presets_used(self) -> set[str]:
+        """Every preset some evaluation of the sweep runs."""
+        return {r.preset for d in self.datasets for m in self.students_for(d)
+                for r in self.eval_runs(d, m)}
+
     def transfer_sources(self, dataset: str, model: str, seed: int
                          ) -> dict[str, tuple[str, int]]:
         """``{name: (model, seed)}``: every transfer source of the evaluation of
@@ -311,6 +349,10 @@ def load_sweep(path: str | Path, overrides: dict | None = None,
     data = load_yaml_file(path, "sweep file") or {}
     path = Path(path)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if isinstance(data, dict) and "union" in data:
+        from pipeline.config.union import load_union  # the union reads sweeps itself
+
+        return load_union(path, data, registries)
     sweep = from_dict(Sweep, data, f"sweep {path.stem}")
     validate_sweep(sweep, registries)
     return sweep

@@ -35,8 +35,8 @@ VERDICTS = ("holds", "does not hold", "inconclusive")
 # the part's "attack" that reads training cost (seconds per epoch) instead of a result
 TRAINING = "training"
 _CLAIM_KEYS = {"id", "paper", "table", "sweep", "dataset", "statement", "a", "b", "parts",
-               "published_rows", "published_arch", "published_dataset"}
-_REQUIRED = _CLAIM_KEYS - {"published_rows", "published_arch", "published_dataset"}
+               "published_rows", "published_arch", "published_dataset", "preset"}
+_REQUIRED = _CLAIM_KEYS - {"published_rows", "published_arch", "published_dataset", "preset"}
 _PART_KEYS = {"attack", "eps", "metric", "direction", "margin", "published",
               "published_attack"}
 
@@ -76,6 +76,7 @@ class Claim:
     published_rows: tuple[str, ...] = ()
     published_arch: str = ""
     published_dataset: str = ""  # where the paper's numbers are of another data set
+    preset: str = ""  # read only the rows of this evaluation preset ("": any)
 
 
 def _unknown(keys, allowed, where: str) -> None:
@@ -133,7 +134,8 @@ def load_claims(path: str | Path | None = None) -> list[Claim]:
                          str(c["dataset"]), str(c["statement"]), str(c["a"]), str(c["b"]),
                          parts, tuple(c.get("published_rows") or ()),
                          str(c.get("published_arch") or ""),
-                         str(c.get("published_dataset") or "")))
+                         str(c.get("published_dataset") or ""),
+                         str(c.get("preset") or "")))
     return out
 
 
@@ -180,11 +182,14 @@ def combine(verdicts: list[str]) -> str:
 
 
 # -- reading the results ---------------------------------------------------------------
-def _rows(results: pd.DataFrame, dataset: str, model: str, part: Part) -> pd.DataFrame:
+def _rows(results: pd.DataFrame, dataset: str, model: str, part: Part,
+          preset: str = "") -> pd.DataFrame:
     r = results
     sel = ((r["dataset"] == dataset) & (r["model"].map(student_of) == model)
            & (r["attack"] == part.attack) & (r["metric"] == part.metric)
            & (np.abs(r["eps"].astype(float).fillna(0.0) - part.eps) < 1e-9))
+    if preset and "preset" in r:
+        sel &= r["preset"] == preset
     g = r[sel]
     if "view" in g and len(g):
         # a defence: its worst case is the view "all" row; otherwise the adaptive view
@@ -223,7 +228,7 @@ def row_values(results, cost, claim: Claim, part: Part, model: str):
     if part.attack == TRAINING:
         c = cost[(cost["dataset"] == claim.dataset) & (cost["model"] == model)]
         return dict(zip(c["seed"].astype(int), c[part.metric].astype(float))), {}
-    g = _per_seed(_rows(results, claim.dataset, model, part))
+    g = _per_seed(_rows(results, claim.dataset, model, part, claim.preset))
     scale = 100.0 if part.metric == "accuracy" else 1.0
     values = {int(s): float(v) * scale for s, v in g["value"].items() if pd.notna(s)}
     bits = {}

@@ -46,15 +46,23 @@ def check_presets(dag: Dag) -> None:
     sweep = dag.sweep
     for key in ("preset", "defence_preset"):
         select_preset(dag.presets, getattr(sweep.evaluate, key))
-    if not sweep.sad:
-        return
-    name = sweep.evaluate.defence_preset
-    gaps = adaptive_suite_gaps(dag.presets[name])
-    if gaps:
-        raise ConfigError(
-            f"sweep {sweep.name}: evaluate.defence_preset {name!r} lacks the adaptive suite "
-            f"its defences ({', '.join(sweep.sad)}) must be evaluated with:\n  "
-            + "\n  ".join(gaps) + "\n(use the `defence` preset, or complete this one)")
+    for name in dag.presets_used():
+        select_preset(dag.presets, name)
+    defences: dict[str, list[str]] = {}
+    for d in sweep.datasets:
+        for m in sweep.students_for(d):
+            if m in sweep.sad:
+                for r in sweep.eval_runs(d, m):
+                    defences.setdefault(r.preset, [])
+                    if m not in defences[r.preset]:
+                        defences[r.preset].append(m)
+    for name, models in defences.items():
+        gaps = adaptive_suite_gaps(dag.presets[name])
+        if gaps:
+            raise ConfigError(
+                f"sweep {sweep.name}: evaluate.defence_preset {name!r} lacks the adaptive "
+                f"suite its defences ({', '.join(models)}) must be evaluated with:\n  "
+                + "\n  ".join(gaps) + "\n(use the `defence` preset, or complete this one)")
 
 
 def sweep_path(sweep: str | Path, sweeps_dir: str | Path = "config/sweeps") -> Path:

@@ -69,15 +69,14 @@ def test_each_claim_names_rows_and_attacks_its_sweep_has(claim):
     sweep = load_sweep(f"config/sweeps/{claim.sweep}.yaml")
     assert {claim.a, claim.b} <= set(sweep.students_for(claim.dataset)), claim.id
     assert claim.dataset in sweep.datasets
-    labels = {r.label for r in select_preset(load_presets(), sweep.evaluate.preset)}
-    if claim.a in sweep.sad or claim.b in sweep.sad:
-        labels |= {r.label for r in select_preset(load_presets(),
-                                                  sweep.evaluate.defence_preset)}
+    # the claim reads the rows of the preset its sweep evaluates both rows with
+    assert claim.preset == sweep.preset_for(claim.a) == sweep.preset_for(claim.b), claim.id
+    runs = select_preset(load_presets(), claim.preset)
+    labels = {r.label for r in runs}
     for p in claim.parts:
         assert p.attack in labels | {"clean", "worst_case", TRAINING}, (claim.id, p.attack)
         if p.attack not in ("clean", TRAINING, "worst_case"):
-            budgets = {round(r.eps, 9) for r in select_preset(load_presets(),
-                       sweep.evaluate.preset) if r.label == p.attack}
+            budgets = {round(r.eps, 9) for r in runs if r.label == p.attack}
             assert round(p.eps, 9) in budgets, (claim.id, p.label())
 
 
@@ -187,3 +186,18 @@ def test_a_defence_is_judged_by_its_worst_case_over_views():
     assert parts.iloc[0]["_mean"] == pytest.approx(-19.0)
     assert parts.iloc[0]["verdict"] == "does not hold"
     assert math.isnan(parts.iloc[0]["_published"])
+
+
+def test_a_claim_with_a_preset_reads_only_that_presets_rows(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(json.dumps({"claims": [
+        {"id": "wc", "paper": "001 X", "table": "Table 1", "sweep": "s", "dataset": "cifar10",
+         "statement": "", "a": "a", "b": "b", "preset": "suite",
+         "parts": [{"attack": "worst_case", "eps": "1/255", "direction": "greater"}]}]}))
+    suite = _results({("a", 0): .3, ("a", 1): .31, ("b", 0): .2, ("b", 1): .22},
+                     attack="worst_case").assign(preset="suite")
+    # a weaker preset's worst case of b on more images: never read by this claim
+    weak = _results({("b", 0): .6, ("b", 1): .61}, n=1000,
+                    attack="worst_case").assign(preset="weak")
+    _, parts = judge(load_claims(f), pd.concat([suite, weak]))
+    assert parts.iloc[0]["_mean"] == pytest.approx(((.3 - .2) + (.31 - .22)) / 2 * 100)

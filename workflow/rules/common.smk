@@ -46,17 +46,15 @@ def sweep_targets():
     return [
         *(f"{TEACHER}/model.pt".format(dataset=d, teacher=t) for d, t in SWEEP.teacher_cells()),
         *(SOURCE_DONE.format(dataset=d, source=s) for d, s in SWEEP.source_cells()),
-        *(result_of(d, m, s) for d, m, s in SWEEP.cells()),
+        *(result_of(d, m, s, p) for d, m, s, p in SWEEP.eval_cells()),
         *(f"{model_dir_of(d, m, s)}/model.pt" for d, m, s in SWEEP.transfer_jobs()),
         REPORT,
     ]
 
 
-def result_of(dataset, model, seed):
-    """The results table of one evaluation, named by its preset (a defence's is the
-    defence preset)."""
-    return RESULT.format(dataset=dataset, model=model, seed=seed,
-                         preset=SWEEP.preset_for(model))
+def result_of(dataset, model, seed, preset):
+    """The results table of one evaluation, named by its preset."""
+    return RESULT.format(dataset=dataset, model=model, seed=seed, preset=preset)
 
 
 def model_dir_of(dataset, model, seed):
@@ -71,7 +69,7 @@ def model_dir(w):
 
 def transfer_dirs(w):
     """``{name: run directory}`` of the evaluation's transfer sources."""
-    sources = SWEEP.transfer_sources(w.dataset, w.model, int(w.seed))
+    sources = SWEEP.transfer_sources(w.dataset, w.model, int(w.seed), w.preset)
     return {name: model_dir_of(w.dataset, m, s) for name, (m, s) in sources.items()}
 
 
@@ -104,7 +102,7 @@ def sad_base_dir(w):
 
 
 def all_results(w):
-    return [result_of(d, m, s) for d, m, s in SWEEP.cells()]
+    return [result_of(d, m, s, p) for d, m, s, p in SWEEP.eval_cells()]
 
 
 def all_galleries(w):
@@ -148,4 +146,4 @@ wildcard_constraints:
     sad=_alts(P.sad),
     model=_alts(list(P.students) + list(P.sad)),
     seed=r"\d+",
-    preset=_alts({P.evaluate.preset, P.evaluate.defence_preset}),
+    preset=_alts(SWEEP.presets_used()),

@@ -199,7 +199,7 @@ rule evaluate:
         device=config["device"],
         store=STORE,
         model=lambda w, input: os.path.dirname(input.model),
-        args=lambda w: SWEEP.eval_args(w.dataset, transfer_dirs(w), w.model),
+        args=lambda w: SWEEP.eval_args(w.dataset, transfer_dirs(w), w.model, w.preset),
     threads: 1
     resources:
         gpu=GPUS,

@@ -101,7 +101,7 @@ def merge(name: str, parts: list[Sweep]) -> Sweep:
                 raise _conflict(key, first.name, p.name, getattr(first, key), getattr(p, key))
     datasets, teachers, saliency, students, sad, transfer = {}, {}, {}, {}, {}, {}
     owners: dict[str, dict] = {k: {} for k in ("d", "t", "s", "st", "sad", "tr", "ev")}
-    transfer_seed = None
+    transfer_seed, seed_owner = None, ""
     runs: dict[str, dict[str, list[EvalRun]]] = {}
     for p in parts:
         for d, spec in p.datasets.items():
@@ -124,9 +124,9 @@ def merge(name: str, parts: list[Sweep]) -> Sweep:
             transfer[k], owners["tr"][k] = v, p.name
         if p.transfer_seed is not None:
             if transfer_seed is not None and transfer_seed != p.transfer_seed:
-                raise _conflict("transfer_seed", owners["tr"]["_seed"], p.name,
-                                transfer_seed, p.transfer_seed)
-            transfer_seed, owners["tr"]["_seed"] = p.transfer_seed, p.name
+                raise _conflict("transfer_seed", seed_owner, p.name, transfer_seed,
+                                p.transfer_seed)
+            transfer_seed, seed_owner = p.transfer_seed, p.name
         for d in p.datasets:
             for m in p.students_for(d):
                 for r in p.eval_runs(d, m):

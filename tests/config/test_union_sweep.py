@@ -99,3 +99,11 @@ def test_a_union_of_agreeing_parts_joins_their_seeds(tmp_path):
     u = load_dag({"sweep": "u"}, tmp_path)
     assert u.sweep.seeds_for("standard") == (0, 2)
     assert {s for _, m, s in u.cells() if m == "standard"} == {0, 2}
+
+
+def test_parts_with_different_transfer_seeds_are_refused(tmp_path):
+    _write(tmp_path, "a", lambda d: d.update(transfer_seed=5))
+    _write(tmp_path, "b", lambda d: d.update(transfer_seed=6))
+    (tmp_path / "u.yaml").write_text("union: [a, b]\n")
+    with pytest.raises(ConfigError, match="transfer_seed differs between a and b"):
+        load_dag({"sweep": "u"}, tmp_path)

@@ -50,11 +50,7 @@ def paper_sections(claims: list[Claim], results: pd.DataFrame,
     for paper, tables in groups.items():
         out = []
         for (table, dataset), cs in tables.items():
-            frame = _table(cs, results, cost)
-            models = [label.split(" (paper: ")[0] for label in frame.index]
-            listed = [row_deviations([m], deviations or {}) for m in models]
-            if any(listed):
-                frame[DEVIATIONS] = listed
+            frame = _table(cs, results, cost, deviations or {})
             out.append((f"{table}, {dataset}: ours beside the paper's", frame))
         sections.append(Section(f"Paper {paper}", out))
     return sections
@@ -64,17 +60,20 @@ def _column(p: Part) -> str:
     return p.label()  # "pgd20 1/255", "aai kendall_tau 2/255", "training epoch_seconds"
 
 
-def _table(claims: list[Claim], results: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
+def _table(claims: list[Claim], results: pd.DataFrame, cost: pd.DataFrame,
+           deviations: dict[str, dict[str, str]]) -> pd.DataFrame:
     """Rows: the claims' models (with the paper's row name); per part a column of ours,
     and the published number beside the column of the paper's own attack where the
     results hold it (PGD-5 beside PGD-5), else beside the part's."""
     rows: dict[str, dict[str, str]] = {}
+    model_of: dict[str, str] = {}  # row label -> student
     notes: list[str] = []
     for c in claims:
         names = c.published_rows or ("", "")
         for model, paper_row, side in ((c.a, names[0], 0), (c.b, names[1], 1)):
             label = f"{model} (paper: {paper_row})" if paper_row else model
             row = rows.setdefault(label, {})
+            model_of[label] = model
             for p in c.parts:
                 values, _ = row_values(results, cost, c, p, model)
                 row.setdefault(_column(p), _cell(list(values.values()), p.metric))
@@ -102,6 +101,9 @@ def _table(claims: list[Claim], results: pd.DataFrame, cost: pd.DataFrame) -> pd
                         notes.append(note)
     columns = list(dict.fromkeys(k for r in rows.values() for k in r))
     frame = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).fillna("")
+    listed = [row_deviations([model_of[label]], deviations) for label in frame.index]
+    if any(listed):
+        frame[DEVIATIONS] = listed
     frame.index.name = "model"
     frame.attrs["notes"] = notes
     return frame

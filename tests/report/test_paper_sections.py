@@ -80,3 +80,42 @@ def test_a_rows_declared_deviations_stand_in_the_last_column(claims):
                               deviations={"a": {"bn_mode": "train-mode BN"}})[0].tables
     assert t1.columns[-1] == "declared deviations"
     assert t1["declared deviations"].tolist() == ["bn_mode: train-mode BN", ""]
+
+
+def test_clean_accuracy_leads_each_table_with_the_papers_own(claims):
+    """As the papers' tables open with clean accuracy, so do ours: ours from the results'
+    clean rows, the paper's from the transcribed tables (matched on paper, table, data
+    set, row and architecture); a row the paper does not print gets none."""
+    acc = {("a", 0): .5, ("a", 1): .6, ("b", 0): .4, ("b", 1): .5}
+    res = pd.DataFrame(_rows(acc, "pgd20", 1 / 255)
+                       + _rows({k: v + .3 for k, v in acc.items()}, "clean", 0.0))
+    published = pd.DataFrame([
+        {"paper": "000 X", "table": "Table 1", "dataset": "cifar10", "arch": "",
+         "paper_method": "A", "attack": "clean", "value": 83.86},
+        {"paper": "000 X", "table": "Table 2", "dataset": "cifar10", "arch": "",
+         "paper_method": "Orig", "attack": "clean", "value": 99.0}])  # another table
+    (_, t1), = paper_sections(claims[:1], res, published=published)[0].tables
+    assert list(t1.columns) == ["clean", "clean · paper", "pgd20 1/255",
+                                "pgd20 1/255 · paper"]
+    assert t1.loc["a (paper: A)", "clean"].startswith("85.0 ± 7.1")
+    assert t1["clean · paper"].tolist() == ["83.86", ""]
+    # without clean results or a published clean number the column is left out
+    (_, t1), = paper_sections(claims[:1], res[res["attack"] != "clean"],
+                              published=published.iloc[:0])[0].tables
+    assert "clean" not in t1.columns and "clean · paper" not in t1.columns
+
+
+def test_the_package_tables_give_sads_published_clean_accuracy():
+    """The default ``published`` is the transcribed tables: SAD's Table 1 (ResNet-18)
+    prints 82.73 % clean for AT+SAD and 82.77 % for TRADES."""
+    claims = {c.id: c for c in load_claims()}
+    res = pd.DataFrame(
+        _rows({(m, s): .5 for m in ("at_sad", "trades") for s in (0, 1)}, "clean", 0.0)
+        + _rows({(m, s): .3 for m in ("at_sad", "trades") for s in (0, 1)},
+                "worst_case", 4 / 255)
+        + _rows({(m, s): .2 for m in ("at_sad", "trades") for s in (0, 1)},
+                "worst_case", 8 / 255))
+    res["preset"] = "defence_survivors"
+    (section,) = paper_sections([claims["at_sad_beats_its_base"]], res)
+    (_, t), = section.tables
+    assert t["clean · paper"].tolist() == ["82.73", "82.77"]

@@ -68,12 +68,14 @@ def _column(p: Part) -> str:
 
 def _published_clean(published: pd.DataFrame, c: Claim, row: str) -> float | None:
     """The clean accuracy the paper's table prints for its row ``row``, if exactly one."""
+    if not row:
+        return None
     p = published
     got = p[(p["paper"] == c.paper) & (p["table"] == c.table) & (p["attack"] == "clean")
             & (p["dataset"] == (c.published_dataset or c.dataset)) & (p["paper_method"] == row)]
     if c.published_arch:
         got = got[got["arch"] == c.published_arch]
-    return float(got["value"].iloc[0]) if row and len(got) == 1 else None
+    return float(got["value"].iloc[0]) if len(got) == 1 else None
 
 
 def _with_clean(c: Claim, published: pd.DataFrame) -> tuple[Part, ...]:
@@ -96,11 +98,12 @@ def _table(claims: list[Claim], results: pd.DataFrame, cost: pd.DataFrame,
     notes: list[str] = []
     for c in claims:
         names = c.published_rows or ("", "")
+        parts = _with_clean(c, published)  # once per claim: it filters the whole table
         for model, paper_row, side in ((c.a, names[0], 0), (c.b, names[1], 1)):
             label = f"{model} (paper: {paper_row})" if paper_row else model
             row = rows.setdefault(label, {})
             model_of[label] = model
-            for p in _with_clean(c, published):
+            for p in parts:
                 values, _ = row_values(results, cost, c, p, model)
                 row.setdefault(_column(p), _cell(list(values.values()), p.metric))
                 if p.attack == TRAINING:

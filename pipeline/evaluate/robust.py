@@ -33,6 +33,7 @@ from pipeline.attacks.square import import_autoattack, reset_dynamic_check
 from pipeline.core.modes import eval_mode
 from pipeline.core.outcomes import encode_outcome
 from pipeline.core.seeds import derive_seed
+from pipeline.evaluate.journal import JournalSection
 from pipeline.evaluate.presets import AttackRun
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ def evaluate_robust(
     seed: int = 0,
     device: torch.device | str = "cpu",
     extra_params: dict[str, dict] | None = None,
+    journal: JournalSection | None = None,
 ) -> list[dict]:
     """Run the protocol; one dict per result row.
 
@@ -158,16 +160,21 @@ def evaluate_robust(
         batch_size: attack batch size (results do not depend on it).
         seed: base seed of every random draw.
         extra_params: per attack name, parameters merged in (e.g. transfer ``source``).
+        journal: where each finished attack run is kept, and from where a finished run
+            of an earlier, killed evaluation is restored instead of run again
+            (:mod:`pipeline.evaluate.journal`); None: nothing is kept.
 
     Returns:
         Rows with ``attack``, ``attack_name``, ``attack_params``, ``eps``, ``steps``,
         ``restarts``, ``n``, ``metric``, ``value``, ``accuracy``, ``seconds``, ``flags``.
     """
     with eval_mode(model):
-        return _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params)
+        return _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params,
+                         journal)
 
 
-def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params) -> list[dict]:
+def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params,
+              journal) -> list[dict]:
     n = x.shape[0]
     t0 = time.perf_counter()
     k = min(n, batch_size)
@@ -182,7 +189,14 @@ def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params) 
     if skipped:
         rows[0]["flags"].append(f"skipped {', '.join(dict.fromkeys(skipped))}: the forward "
                                 "pass is deterministic (EOT is for random defences)")
-    for run in tqdm([r for r in runs if r.label not in skipped], desc="attacks", leave=False):
+    todo_runs = [r for r in runs if r.label not in skipped]
+    for position, run in enumerate(tqdm(todo_runs, desc="attacks", leave=False)):
+        done = journal.restore(position, run, worst, worst_of, n) if journal is not None \
+            else None
+        if done is not None:
+            rows += done
+            continue
+        first = len(rows)
         t0 = time.perf_counter()
         attack = run.build((extra_params or {}).get(run.name))
         survivors = run.survivors and run.eps is not None
@@ -217,6 +231,8 @@ def _protocol(model, x, y, index, runs, batch_size, seed, device, extra_params) 
             # stay as they were in this pass (the worst case over views counts them)
             worst[run.eps] = base & (robust | ~todo) if survivors else base & robust
             worst_of.setdefault(run.eps, []).append(run.label)
+        if journal is not None:
+            journal.keep(position, run, rows[first:], worst, worst_of)
     for eps, rob in sorted(worst.items()):
         # attack_params names the attacks combined: the set differs between budgets
         rows.append(_row("worst_case", "worst_case", json.dumps({"of": worst_of[eps]}), eps,

@@ -29,6 +29,7 @@ from pipeline.cache.store import open_store, read_split, store_info
 from pipeline.config import ConfigError
 from pipeline.core.io import atomic_path, check_output_location
 from pipeline.core.seeds import resolve_device, seed_everything
+from pipeline.evaluate.journal import Journal, journal_path, runs_digest
 from pipeline.evaluate.presets import AttackRun, load_presets, select_preset
 from pipeline.evaluate.views import available_views, evaluate_views
 
@@ -208,6 +209,9 @@ def evaluate_to_table(
     key = {"model_sha256": str(meta.get("model_id") or meta.get("sha256", "")),
            "split": split, "preset": preset, "n": size if n is None else int(n),
            "eval_seed": int(seed), "source_model": source_key(source_ids or {})}
+    # names the journal; the preset's runs, transfer runs without a source included
+    # (which sources there are is in the key)
+    jkey = _journal_key(key, views, run_list)
     if len(table):
         same = np.ones(len(table), dtype=bool)
         for k, v in key.items():
@@ -217,6 +221,7 @@ def evaluate_to_table(
         wanted = views or [""]
         if set(wanted) <= set(table.loc[same, "view"]) and not force:
             log.info("evaluation %s already in %s: nothing to do (use force)", key, out)
+            journal_path(out, jkey).unlink(missing_ok=True)  # a kill after the write
             return {"skipped": True, "rows": int(same.sum()), "out": str(out)}
         table = table[~(same & table["view"].isin(wanted + ["all"]).to_numpy())]
     x, y, index, info = read_eval_split(store, split, n)
@@ -229,9 +234,12 @@ def evaluate_to_table(
     extra = {"transfer": {"source_models": sources}} if sources else {}
     model = model.to(device)
     t0 = time.perf_counter()
+    journal = Journal(journal_path(out, jkey), jkey)
+    if force:
+        journal.discard()
     rows = evaluate_views(model, x, y, index, run_list, views or None,
                           batch_size=batch_size, seed=seed, device=device,
-                          extra_params=extra)
+                          extra_params=extra, journal=journal)
     for r in rows if skipped else []:
         if r["attack"] == "clean":
             r["flags"] += [f"skipped {len(named)} transfer run(s) of source {name!r}: no "
@@ -252,10 +260,16 @@ def evaluate_to_table(
     new = new[COLUMNS + [c for c in new.columns if c not in COLUMNS]]
     table = new if not len(table) else pd.concat([table, new], ignore_index=True)
     write_results(table, out)
+    journal.remove()
     secs = time.perf_counter() - t0
     log.info("wrote %d rows to %s (%.1f s)", len(new), out, secs)
     return {"skipped": False, "rows": len(new), "seconds": secs, "out": str(out),
             "clean_accuracy": rows[0]["accuracy"]}
+
+
+def _journal_key(key: dict, views: Sequence[str], runs: Sequence[AttackRun]) -> dict:
+    """What names an evaluation's journal: the table's key, the views, the attack runs."""
+    return {**key, "views": list(views), "runs": runs_digest(runs)}
 
 
 def transfer_runs_by_source(runs: Sequence[AttackRun]) -> dict[str, list[AttackRun]]:

@@ -312,7 +312,9 @@ def evaluate_views(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: to
     Args:
         model: the defended model (scored whole); plain models get one pass, view "".
         views: subset of :data:`VIEWS` (default: :func:`available_views`).
-        kw: passed to ``evaluate_robust`` (batch_size, seed, device, extra_params).
+        kw: passed to ``evaluate_robust`` (batch_size, seed, device, extra_params);
+            ``journal``: a :class:`~pipeline.evaluate.journal.Journal`, one section per
+            pass (finished runs are kept in it, and restored from it on a rerun).
 
     Returns:
         rows as ``evaluate_robust``'s plus ``view``; each view's clean row carries that
@@ -335,8 +337,10 @@ def evaluate_views(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: to
             passes.append(("whole", with_view(whole, "", record)))
     else:
         passes = [("", list(runs))]
+    journal = kw.pop("journal", None)
     for view, view_runs in passes:
-        rows = evaluate_robust(model, x, y, index, view_runs, **kw)
+        section = journal.section(view) if journal is not None else None
+        rows = evaluate_robust(model, x, y, index, view_runs, journal=section, **kw)
         rows[0]["flags"] = list(rows[0]["flags"]) + sanity_curve_flags(rows)
         out += [{**r, "view": view} for r in rows]
     if len(passes) > 1:

@@ -101,9 +101,11 @@ def _same_as(path: Path, ref: Path) -> None:
 
 
 def _only_temp_files_beside(out: Path) -> None:
-    """A kill may leave the hidden temp sibling, never another file."""
+    """A kill may leave the hidden temp sibling and the evaluation's journal (its
+    finished attack runs, pipeline/evaluate/journal.py), never another file."""
     for p in out.parent.iterdir():
-        if p != out:
+        if p != out and not (p.name.startswith(f"{out.name}.journal-")
+                             and p.name.endswith(".jsonl")):
             assert p.name.startswith(f".{out.name}.") and p.name.endswith(".tmp"), p
 
 
@@ -159,9 +161,12 @@ def test_evaluate_killed_while_writing_keeps_the_old_table(toy_store, toy_ckpt, 
                           capture_output=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert out.read_bytes() == old_bytes  # the old table, whole
-    leftover = [p for p in out.parent.iterdir() if p != out]
+    journals = list(out.parent.glob(f"{out.name}.journal-*.jsonl"))
+    assert len(journals) == 1  # every attack run had finished: the rerun restores them
+    leftover = [p for p in out.parent.iterdir() if p != out and p not in journals]
     assert len(leftover) == 1 and leftover[0].name.endswith(".tmp")  # the killed temp file
     if mode == "mid_write":
         assert leftover[0].stat().st_size > 0
     _run([str(SALPIPE), *_args(toy_ckpt, toy_store, out)])  # the rerun completes it
     _same_as(out, ref)
+    assert not journals[0].exists()

@@ -432,7 +432,9 @@ def _source_models(ctx, param, values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--presets", "presets_file", type=click.Path(path_type=Path), default=None,
               help="Presets YAML (default: pipeline/resources/presets.yaml, shipped "
                    "with the package).")
-@click.option("--force", is_flag=True, help="Re-run an evaluation already in --out.")
+@click.option("--force", is_flag=True,
+              help="Re-run an evaluation already in --out (afresh: a killed run's "
+                   "journal is ignored).")
 @click.option("--view", "views", multiple=True,
               type=click.Choice(["adaptive", "adaptive_bpda", "smooth", "nonadaptive"]),
               help="Wrapped defences (SAD) only: what the attacks see - the whole defence "
@@ -447,7 +449,9 @@ def evaluate(ctx, model_dir, store, preset, split, n, batch_size, seed, source_m
 
     Reads the checkpoint, the split of the store and the presets; writes --out atomically
     (one row per attack x eps x metric: accuracy, Kendall's tau, flags). A second run
-    with the same model, split, preset, n and seed does nothing unless --force.
+    with the same model, split, preset, n and seed does nothing unless --force. A killed
+    evaluation, rerun, resumes at its first unfinished attack run (the journal beside
+    --out, removed once the table is written).
     """
     from pipeline.stages.evaluate import run_evaluate
 

@@ -502,6 +502,24 @@ def report(results, runs, gallery, gallery_store, gallery_source, gallery_split,
     click.echo(f"report written to {summary['out']} ({len(summary['tables'])} tables, "
                f"{summary['flags']} flags)")
 
+@main.command("publish")
+@click.option("--sweep-dir", required=True, type=click.Path(path_type=Path),
+              help="The sweep's folder, data/<sweep> (results/, benchmarks/, report/).")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Report folder to publish (default: <sweep-dir>/report).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder to commit, e.g. docs/results/<sweep>.")
+def publish(sweep_dir, report_dir, out):
+    """Copy a sweep's evidence into a folder to commit: the report, results.csv,
+    benchmarks.csv and comparisons.json; never models. Files in --out that no publish
+    wrote (a README) are left alone."""
+    from pipeline.stages.publish import run_publish
+
+    summary = run_publish(sweep_dir, out, report_dir)
+    click.echo(f"published {len(summary['files'])} files to {summary['out']} "
+               f"({summary['rows']} result rows, {summary['jobs']} jobs)")
+
+
 def _sad_default(key: str) -> str:
     """`` [default: V]`` from SadConfig, the one place SAD's defaults live."""
     from pipeline.config.sad import SadConfig  # light: no torch

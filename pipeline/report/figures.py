@@ -108,10 +108,12 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def training_cost(cost: pd.DataFrame, out: Path) -> Path | None:
-    """Bar chart of mean seconds per epoch per method (``cost``: method, epoch_seconds)."""
+    """Bar chart of mean seconds per epoch per cost row (``cost``: row, path,
+    epoch_seconds; a run's mean over its epochs, error bars the sd over runs)."""
     if cost.empty:
         return None
-    g = cost.groupby("method")["epoch_seconds"].agg(["mean", "std"]).sort_values("mean")
+    per_run = cost.groupby(["row", "path"])["epoch_seconds"].mean()
+    g = per_run.groupby(level="row").agg(["mean", "std"]).sort_values("mean")
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(g) + 2), 3.2))
     ax.bar(g.index, g["mean"], yerr=g["std"].fillna(0), capsize=3, color="tab:blue")
     ax.set(ylabel="seconds per epoch", title="training cost per epoch")

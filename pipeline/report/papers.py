@@ -17,7 +17,12 @@ import pandas as pd
 
 from pipeline.report.claims import TRAINING, Claim, Part, digits, row_values
 from pipeline.report.pages import DEVIATIONS, PAPER_MARK, Section
-from pipeline.report.tables import load_paper_tables, row_deviations, seed_stats, student_of
+from pipeline.report.tables import (
+    load_paper_tables,
+    row_deviations,
+    seed_stats,
+    student_of,
+)
 
 
 def _cell(values: list[float], metric: str) -> str:

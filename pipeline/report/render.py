@@ -154,8 +154,19 @@ def _check_inputs(runs: list[Path], galleries: list[Path]) -> None:
             raise ValueError(f"gallery image {g} has the name of a report file; rename it")
 
 
+def cost_row(run: Path, method: str) -> str:
+    """The cost table's row of a run directory: ``<dataset>/<model>`` for the sweep's
+    layout ``runs/<dataset>/<students|teachers|sad>/<model>/seed<k>``, else its method
+    (runs of one method on two data sets, or as two students, cost differently)."""
+    parts = run.parts
+    if run.name.startswith("seed") and len(parts) >= 5 and parts[-5] == "runs":
+        return f"{parts[-4]}/{parts[-2]}"
+    return method
+
+
 def read_training_cost(runs: list[Path]) -> pd.DataFrame:
-    """``method, run, epoch, epoch_seconds`` from each run directory's ``metrics.jsonl``."""
+    """``method, row, path, run, epoch, epoch_seconds`` from each run directory's
+    ``metrics.jsonl`` (``row``: :func:`cost_row`; ``path``: the run directory)."""
     rows = []
     for run in runs:
         run = Path(run)
@@ -163,13 +174,26 @@ def read_training_cost(runs: list[Path]) -> pd.DataFrame:
         metrics = run / "metrics.jsonl"
         if not metrics.is_file():
             raise FileNotFoundError(f"run {run} has no metrics.jsonl")
+        method = side.get("method") or run.name
         for line in metrics.read_text().splitlines():
             if line.strip():
                 m = json.loads(line)
                 if "epoch_seconds" in m:
-                    rows.append({"method": side.get("method") or run.name, "run": run.name,
-                                 "epoch": m.get("epoch"), "epoch_seconds": m["epoch_seconds"]})
-    return pd.DataFrame(rows, columns=["method", "run", "epoch", "epoch_seconds"])
+                    rows.append({"method": method, "row": cost_row(run, method),
+                                 "path": str(run), "run": run.name, "epoch": m.get("epoch"),
+                                 "epoch_seconds": m["epoch_seconds"]})
+    return pd.DataFrame(rows, columns=["method", "row", "path", "run", "epoch",
+                                       "epoch_seconds"])
+
+
+def cost_per_row(cost: pd.DataFrame) -> pd.DataFrame:
+    """Per cost row: the mean seconds per epoch over its runs, their sd (over runs, each
+    run its mean over epochs), the number of runs and of epochs."""
+    per_run = cost.groupby(["row", "path"])["epoch_seconds"].agg(["mean", "count"])
+    g = per_run.groupby(level="row")
+    return pd.DataFrame({"s / epoch": g["mean"].mean().round(2),
+                         "sd over runs": g["mean"].std().round(2),
+                         "runs": g["mean"].count(), "epochs": g["count"].sum()})
 
 
 def render_report(results: list[Path], out_dir: Path, runs: list[Path] | None = None,
@@ -246,8 +270,8 @@ def _cost_section(cost: pd.DataFrame, jobs: pd.DataFrame | None) -> list[Section
     job by rule (``--benchmarks``); no section when neither was given."""
     tables = []
     if not cost.empty:
-        per = cost.groupby("method")["epoch_seconds"].agg(["mean", "std", "count"]).round(2)
-        tables.append(("Training cost (seconds per epoch, from --runs)", per))
+        tables.append(("Training cost (seconds per epoch, from --runs)",
+                       cost_per_row(cost)))
     if jobs is not None and not jobs.empty:
         tables.append(("Snakemake jobs per rule (benchmark files, --benchmarks)",
                        cost_per_rule(jobs)))

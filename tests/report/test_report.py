@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -179,3 +180,33 @@ def test_a_defence_leads_with_its_worst_case_over_every_view():
     first = next(iter(out))
     assert "defences, worst case over every attack and view" in first
     assert list(out[first].index) == ["sad <all>"] and len(out) == 3
+
+
+def test_training_cost_is_per_data_set_and_model_with_the_sd_over_runs(tmp_path):
+    """One method on two data sets (or as two students) costs differently: each gets its
+    own row, its runs' means averaged and their sd over runs beside them."""
+    from pipeline.report.render import cost_per_row, read_training_cost
+
+    runs = []
+    for dataset, model, seed, secs in (("cifar10", "sip_at", 0, [20, 22]),
+                                       ("cifar10", "sip_at", 1, [24, 26]),
+                                       ("flowers17", "sip_at", 0, [5, 5]),
+                                       ("flowers17", "sip_at_human", 0, [4, 6])):
+        run = tmp_path / "runs" / dataset / "students" / model / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "model.json").write_text(json.dumps({"method": "sip_at"}))
+        (run / "metrics.jsonl").write_text("\n".join(
+            json.dumps({"epoch": e, "epoch_seconds": s}) for e, s in enumerate(secs)))
+        runs.append(run)
+    other = tmp_path / "pgd_at_0"  # not the sweep's layout: its method names the row
+    other.mkdir()
+    (other / "model.json").write_text(json.dumps({"method": "pgd_at"}))
+    (other / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "epoch_seconds": 9}))
+    table = cost_per_row(read_training_cost(runs + [other]))
+    assert list(table.index) == ["cifar10/sip_at", "flowers17/sip_at",
+                                 "flowers17/sip_at_human", "pgd_at"]
+    row = table.loc["cifar10/sip_at"]
+    assert row["s / epoch"] == 23.0 and row["runs"] == 2 and row["epochs"] == 4
+    assert row["sd over runs"] == pytest.approx(2.83, abs=0.005)  # sd of 21 and 25
+    assert table.loc["flowers17/sip_at", "s / epoch"] == 5.0
+    assert math.isnan(table.loc["pgd_at", "sd over runs"])

@@ -61,7 +61,10 @@ def _report_files(report_dir: Path) -> list[Path]:
         raise FileNotFoundError(f"{report_dir} is not a salpipe report (no {MARKER} of "
                                 "`salpipe report`); run the sweep's report rule first, "
                                 "or give --report")
-    return sorted(p for p in report_dir.iterdir() if p.is_file() and p.name != MARKER)
+    # hidden files (Snakemake's .snakemake_timestamp of a directory output) are not
+    # the report's
+    return sorted(p for p in report_dir.iterdir()
+                  if p.is_file() and p.name != MARKER and not p.name.startswith("."))
 
 
 def _earlier(out: Path) -> list[str]:

@@ -43,6 +43,7 @@ def sweep(tmp_path):
     (report / "report.md").write_text("# report\n")
     (report / "curves.png").write_bytes(b"\x89PNG")
     (report / "report.json").write_text(json.dumps({"kind": "salpipe report"}))
+    (report / ".snakemake_timestamp").write_text("")  # a directory output's marker
     (d / "comparisons.json").write_text("{}\n")
     return d
 

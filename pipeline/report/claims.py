@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -206,20 +207,30 @@ def _per_seed(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.drop_duplicates("seed", keep="last").set_index("seed")
 
 
+def run_identity(run: Path) -> tuple[str, str, int] | None:
+    """``(dataset, model, seed)`` of a run directory in the sweep's layout,
+    ``.../runs/<dataset>/<students|sad>/<model>/seed<k>``; None for another folder."""
+    run = Path(run)
+    if not re.fullmatch(r"seed\d+", run.name) or len(run.parents) < 3:
+        return None
+    return run.parents[2].name, run.parent.name, int(run.name[4:])
+
+
 def training_cost(runs: list[Path]) -> pd.DataFrame:
     """``dataset, model, seed, epoch_seconds`` (mean over a run's epochs) of run
     directories ``.../runs/<dataset>/students/<model>/seed<k>`` (and ``sad/``)."""
     rows = []
     for run in map(Path, runs or []):
-        metrics = run / "metrics.jsonl"
-        if not metrics.is_file() or not run.name.startswith("seed"):
+        metrics, identity = run / "metrics.jsonl", run_identity(run)
+        if not metrics.is_file() or identity is None:
             continue
         secs = [json.loads(line).get("epoch_seconds") for line in
                 metrics.read_text().splitlines() if line.strip()]
         secs = [s for s in secs if s is not None]
         if secs:
-            rows.append({"dataset": run.parents[2].name, "model": run.parent.name,
-                         "seed": int(run.name[4:]), "epoch_seconds": float(np.mean(secs))})
+            dataset, model, seed = identity
+            rows.append({"dataset": dataset, "model": model, "seed": seed,
+                         "epoch_seconds": float(np.mean(secs))})
     return pd.DataFrame(rows, columns=["dataset", "model", "seed", "epoch_seconds"])
 
 

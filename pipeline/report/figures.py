@@ -107,15 +107,15 @@ def robustness_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     return written
 
 
-def training_cost(cost: pd.DataFrame, out: Path) -> Path | None:
-    """Bar chart of mean seconds per epoch per cost row (``cost``: row, path,
-    epoch_seconds; a run's mean over its epochs, error bars the sd over runs)."""
-    if cost.empty:
+def training_cost(per_row: pd.DataFrame, out: Path) -> Path | None:
+    """Bar chart of mean seconds per epoch per cost row, error bars the sd over runs
+    (``per_row``: pipeline.report.render.cost_per_row's table)."""
+    if per_row.empty:
         return None
-    per_run = cost.groupby(["row", "path"])["epoch_seconds"].mean()
-    g = per_run.groupby(level="row").agg(["mean", "std"]).sort_values("mean")
+    g = per_row.sort_values("s / epoch")
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(g) + 2), 3.2))
-    ax.bar(g.index, g["mean"], yerr=g["std"].fillna(0), capsize=3, color="tab:blue")
+    ax.bar(g.index, g["s / epoch"], yerr=g["sd over runs"].fillna(0), capsize=3,
+           color="tab:blue")
     ax.set(ylabel="seconds per epoch", title="training cost per epoch")
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()

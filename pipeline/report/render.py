@@ -24,7 +24,7 @@ import pyarrow as pa
 import pipeline
 from pipeline.core.io import atomic_dir, check_output_location
 from pipeline.report.benchmarks import cost_per_rule, read_benchmarks
-from pipeline.report.claims import judge, load_claims
+from pipeline.report.claims import judge, load_claims, run_identity
 from pipeline.report.claims import training_cost as claims_training_cost
 from pipeline.report.figures import robustness_curves, training_cost
 from pipeline.report.pages import Outline, Section, render_html, render_markdown
@@ -156,12 +156,10 @@ def _check_inputs(runs: list[Path], galleries: list[Path]) -> None:
 
 def cost_row(run: Path, method: str) -> str:
     """The cost table's row of a run directory: ``<dataset>/<model>`` for the sweep's
-    layout ``runs/<dataset>/<students|teachers|sad>/<model>/seed<k>``, else its method
-    (runs of one method on two data sets, or as two students, cost differently)."""
-    parts = run.parts
-    if run.name.startswith("seed") and len(parts) >= 5 and parts[-5] == "runs":
-        return f"{parts[-4]}/{parts[-2]}"
-    return method
+    layout (:func:`~pipeline.report.claims.run_identity`), else its method (runs of one
+    method on two data sets, or as two students, cost differently)."""
+    identity = run_identity(run)
+    return f"{identity[0]}/{identity[1]}" if identity else method
 
 
 def read_training_cost(runs: list[Path]) -> pd.DataFrame:
@@ -265,13 +263,13 @@ def defences_first(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {**lead, **tables}
 
 
-def _cost_section(cost: pd.DataFrame, jobs: pd.DataFrame | None) -> list[Section]:
-    """``Cost``: seconds per epoch per training method (``--runs``) and every Snakemake
-    job by rule (``--benchmarks``); no section when neither was given."""
+def _cost_section(per_row: pd.DataFrame, jobs: pd.DataFrame | None) -> list[Section]:
+    """``Cost``: seconds per epoch per data set and model (``per_row``:
+    :func:`cost_per_row` of ``--runs``) and every Snakemake job by rule
+    (``--benchmarks``); no section when neither was given."""
     tables = []
-    if not cost.empty:
-        tables.append(("Training cost (seconds per epoch, from --runs)",
-                       cost_per_row(cost)))
+    if not per_row.empty:
+        tables.append(("Training cost (seconds per epoch, from --runs)", per_row))
     if jobs is not None and not jobs.empty:
         tables.append(("Snakemake jobs per rule (benchmark files, --benchmarks)",
                        cost_per_rule(jobs)))
@@ -309,8 +307,8 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
     tables = defences_first(accuracy_tables(df, load_paper_tables(), deviations))
     metrics, flags = metric_tables(df, deviations), flags_table(df)
     figures = robustness_curves(df, out)
-    cost = read_training_cost(runs)
-    cost_png = training_cost(cost, out)
+    per_row = cost_per_row(read_training_cost(runs))
+    cost_png = training_cost(per_row, out)
     gallery = [p.name for p in drawn]
     for g in galleries:
         if not Path(g).is_file():
@@ -326,7 +324,7 @@ def _write(df: pd.DataFrame, out: Path, runs: list[Path], galleries: list[Path],
     sections += [Section("Interpretation metrics",
                          list(metrics.items()) or [("", pd.DataFrame())]),
                  Section("Flags raised", [("", flags)])]
-    sections += _cost_section(cost, jobs)
+    sections += _cost_section(per_row, jobs)
     outline = Outline(n_rows=len(df), n_models=df["model"].nunique(), sections=sections,
                       figures=[f.name for f in figures + ([cost_png] if cost_png else [])],
                       galleries=gallery)

@@ -37,13 +37,6 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 
 
-def runs_digest(runs) -> str:
-    """A digest of attack runs (label, attack, budget, parameters, views, when, survivors)."""
-    spec = [[r.label, r.name, None if r.eps is None else float(r.eps), r.params_json(),
-             list(r.views), r.when, bool(r.survivors)] for r in runs]
-    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()
-
-
 def journal_path(out: str | Path, key: dict) -> Path:
     """Where the journal of the evaluation ``key`` into the table ``out`` lives."""
     out = Path(out)

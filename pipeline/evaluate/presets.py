@@ -4,6 +4,7 @@ attacks, budgets and parameters."""
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -77,6 +78,16 @@ class AttackRun:
     def params_json(self) -> str:
         params = {**self.params, "survivors": True} if self.survivors else self.params
         return json.dumps(params, sort_keys=True, default=str)
+
+
+def runs_digest(runs) -> str:
+    """A digest of attack runs (label, attack, budget, parameters, views, when, survivors):
+    what an evaluation under them attacks. It names an evaluation's journal and is the
+    Snakefile's ``preset`` param of the evaluate rule, so editing one preset reruns only
+    the evaluations that run it (a comment or another preset reruns nothing)."""
+    spec = [[r.label, r.name, None if r.eps is None else float(r.eps), r.params_json(),
+             list(r.views), r.when, bool(r.survivors)] for r in runs]
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()
 
 
 def load_presets(path: str | Path | None = None) -> dict[str, list[AttackRun]]:

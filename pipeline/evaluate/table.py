@@ -29,8 +29,13 @@ from pipeline.cache.store import open_store, read_split, store_info
 from pipeline.config import ConfigError
 from pipeline.core.io import atomic_path, check_output_location
 from pipeline.core.seeds import resolve_device, seed_everything
-from pipeline.evaluate.journal import Journal, journal_path, runs_digest
-from pipeline.evaluate.presets import AttackRun, load_presets, select_preset
+from pipeline.evaluate.journal import Journal, journal_path
+from pipeline.evaluate.presets import (
+    AttackRun,
+    load_presets,
+    runs_digest,
+    select_preset,
+)
 from pipeline.evaluate.views import available_views, evaluate_views
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,12 @@ from pipeline.config import ConfigError
 from pipeline.config.dag import Dag
 from pipeline.config.sweep import Registries, Sweep, load_sweep
 from pipeline.data import DATASETS
-from pipeline.evaluate.presets import adaptive_suite_gaps, load_presets, select_preset
+from pipeline.evaluate.presets import (
+    adaptive_suite_gaps,
+    load_presets,
+    runs_digest,
+    select_preset,
+)
 from pipeline.models import MODELS
 from pipeline.saliency import SALIENCY
 from pipeline.train import TRAINING
@@ -63,6 +68,15 @@ def check_presets(dag: Dag) -> None:
                 f"sweep {sweep.name}: evaluate.defence_preset {name!r} lacks the adaptive "
                 f"suite its defences ({', '.join(models)}) must be evaluated with:\n  "
                 + "\n  ".join(gaps) + "\n(use the `defence` preset, or complete this one)")
+
+
+def preset_digest(dag: Dag, name: str) -> str:
+    """A digest of what preset ``name`` attacks (its resolved runs,
+    :func:`~pipeline.evaluate.presets.runs_digest`): the evaluate rule's ``preset``
+    param. Snakemake reruns an evaluation when this param changes, so editing one preset
+    reruns only the evaluations that run it; a comment, or an edit of another preset,
+    reruns nothing (the presets file is not an input of the rule)."""
+    return runs_digest(select_preset(dag.presets, name))[:16]
 
 
 def sweep_path(sweep: str | Path, sweeps_dir: str | Path = "config/sweeps") -> Path:

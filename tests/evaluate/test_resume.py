@@ -133,8 +133,8 @@ def test_a_damaged_last_line_is_dropped_and_a_foreign_journal_replaced(
 
 
 def test_a_journal_key_differs_with_the_preset_runs(tmp_path):
-    from pipeline.evaluate.journal import journal_path, runs_digest
-    from pipeline.evaluate.presets import AttackRun
+    from pipeline.evaluate.journal import journal_path
+    from pipeline.evaluate.presets import AttackRun, runs_digest
 
     a = [AttackRun("pgd5", "pgd", 1 / 255, {"steps": 5})]
     b = [AttackRun("pgd5", "pgd", 1 / 255, {"steps": 6})]

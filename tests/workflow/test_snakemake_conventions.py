@@ -143,10 +143,11 @@ def test_dry_run_requests_gpus_from_the_config(gpus, tmp_path):
     for job in jobs:  # one benchmark file per job, under the rule's folder
         if job["rule"] != "all":
             assert job["benchmark"].startswith(f"{bench}/{job['rule']}/"), job
-    # the package data are inputs of the rules that read them
+    # the package data are inputs of the rules that read them, except the presets file:
+    # an evaluation reruns when its own preset's digest (a param) changes
     for job in jobs:
         if job["rule"] == "evaluate":
-            assert str(DEFAULT_PRESETS) in job["input"].split(", "), job
+            assert str(DEFAULT_PRESETS) not in job["input"].split(", "), job
         if job["rule"] == "report":
             tables = sorted(str(p) for p in PAPER_TABLES.glob("*.csv"))
             assert tables and set(tables) <= set(job["input"].split(", ")), job
@@ -218,9 +219,24 @@ def test_smoke_run_benchmarks_every_job_and_gives_a_browsable_report(tmp_path):
     # editing the package data reruns what reads it, and only that
     dry = ["-n", *config]
     assert "Nothing to be done" in run_with_data(presets, tables, *dry, cwd=repo)
+    # the presets file: a comment, or an edit of a preset the sweep does not run, reruns
+    # nothing (no table is deleted); an edit of the sweep's preset (`quick`) reruns its
+    # evaluations
+    edit(presets, "# edited\n")
+    assert "Nothing to be done" in run_with_data(presets, tables, *dry, cwd=repo)
+    text = presets.read_text()
+    other = "params: {steps: 40}}"  # the sat preset's pgd40 entry
+    assert text.count(other) == 1
+    presets.write_text(text.replace(other, "params: {steps: 41}}"))
+    assert "Nothing to be done" in run_with_data(presets, tables, *dry, cwd=repo)
     edit(next(tables.glob("*.csv")), "\n")  # a blank line: pandas skips it
     assert pending_rules(run_with_data(presets, tables, *dry, cwd=repo)) == {
         "report", "all"}
-    edit(presets, "# edited\n")
+    text = presets.read_text()
+    quick = text[text.index("  quick:"):text.index("  sat:")]
+    # its transfer entry (its PGD-5 entry is shared with `full`, which includes it and sat)
+    assert quick.count("attack_params: {steps: 5}}") == 1
+    presets.write_text(text.replace(quick, quick.replace("attack_params: {steps: 5}}",
+                                                         "attack_params: {steps: 6}}")))
     assert pending_rules(run_with_data(presets, tables, *dry, cwd=repo)) == {
         "evaluate", "report", "all"}

@@ -4,7 +4,7 @@ from pipeline.evaluate.presets import DEFAULT_PRESETS
 from pipeline.report.claims import CLAIMS_FILE
 from pipeline.report.tables import PAPER_TABLES
 from pipeline.stages.check_sweep import check
-from pipeline.stages.sweep import load_dag, sweep_path
+from pipeline.stages.sweep import load_dag, preset_digest, sweep_path
 
 SWEEP = load_dag(config)
 # Every comparison the report will make, checked before any job: a sweep whose students
@@ -30,7 +30,8 @@ LOGS = f"{W}/logs"
 BENCH = f"{W}/benchmarks"
 
 # The package data the jobs read (shipped in the wheel, found by importlib.resources):
-# inputs of the rules that read them, so editing them reruns what depends on them.
+# inputs of the rules that read them, so editing them reruns what depends on them; the
+# presets file is the evaluate rule's param instead, with its preset's digest beside it.
 PRESETS = str(DEFAULT_PRESETS)
 PAPER_TABLE_FILES = sorted(str(p) for p in PAPER_TABLES.glob("*.csv"))
 CLAIMS = str(CLAIMS_FILE)

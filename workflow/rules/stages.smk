@@ -188,7 +188,6 @@ rule evaluate:
         flag=PREPARED,
         model=lambda w: f"{model_dir(w)}/model.pt",
         sources=transfer_inputs,
-        presets=PRESETS,
     output:
         RESULT,
     log:
@@ -200,6 +199,11 @@ rule evaluate:
         store=STORE,
         model=lambda w, input: os.path.dirname(input.model),
         args=lambda w: SWEEP.eval_args(w.dataset, transfer_dirs(w), w.model, w.preset),
+        # the presets file is read, not an input: the digest of the job's own preset
+        # reruns it when that preset changes (Snakemake's params trigger), and editing
+        # another preset or a comment reruns nothing
+        presets=PRESETS,
+        preset_digest=lambda w: preset_digest(SWEEP, w.preset),
     threads: 1
     resources:
         gpu=GPUS,
@@ -210,7 +214,7 @@ rule evaluate:
         logged(
             "salpipe --device {params.device:q} --threads {threads} evaluate"
             " --model {params.model:q} --store {params.store:q} {params.args:q}"
-            " --presets {input.presets:q} --out {output:q}"
+            " --presets {params.presets:q} --out {output:q}"
         )
 
 

@@ -82,9 +82,8 @@ class AttackRun:
 
 def runs_digest(runs) -> str:
     """A digest of attack runs (label, attack, budget, parameters, views, when, survivors):
-    what an evaluation under them attacks. It names an evaluation's journal and is the
-    Snakefile's ``preset`` param of the evaluate rule, so editing one preset reruns only
-    the evaluations that run it (a comment or another preset reruns nothing)."""
+    what an evaluation under them attacks. It names an evaluation's journal and gives
+    the evaluate rule's ``preset_digest`` param (:func:`pipeline.stages.sweep.preset_digest`)."""
     spec = [[r.label, r.name, None if r.eps is None else float(r.eps), r.params_json(),
              list(r.views), r.when, bool(r.survivors)] for r in runs]
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()

@@ -72,8 +72,8 @@ def check_presets(dag: Dag) -> None:
 
 def preset_digest(dag: Dag, name: str) -> str:
     """A digest of what preset ``name`` attacks (its resolved runs,
-    :func:`~pipeline.evaluate.presets.runs_digest`): the evaluate rule's ``preset``
-    param. Snakemake reruns an evaluation when this param changes, so editing one preset
+    :func:`~pipeline.evaluate.presets.runs_digest`): the evaluate rule's
+    ``preset_digest`` param. Snakemake reruns an evaluation when this param changes, so editing one preset
     reruns only the evaluations that run it; a comment, or an edit of another preset,
     reruns nothing (the presets file is not an input of the rule)."""
     return runs_digest(select_preset(dag.presets, name))[:16]

@@ -30,8 +30,8 @@ LOGS = f"{W}/logs"
 BENCH = f"{W}/benchmarks"
 
 # The package data the jobs read (shipped in the wheel, found by importlib.resources):
-# inputs of the rules that read them, so editing them reruns what depends on them; the
-# presets file is the evaluate rule's param instead, with its preset's digest beside it.
+# inputs of the rules that read them, so editing them reruns what depends on them
+# (the presets file: a param of evaluate, beside the digest of the job's preset).
 PRESETS = str(DEFAULT_PRESETS)
 PAPER_TABLE_FILES = sorted(str(p) for p in PAPER_TABLES.glob("*.csv"))
 CLAIMS = str(CLAIMS_FILE)

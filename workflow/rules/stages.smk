@@ -199,9 +199,7 @@ rule evaluate:
         store=STORE,
         model=lambda w, input: os.path.dirname(input.model),
         args=lambda w: SWEEP.eval_args(w.dataset, transfer_dirs(w), w.model, w.preset),
-        # the presets file is read, not an input: the digest of the job's own preset
-        # reruns it when that preset changes (Snakemake's params trigger), and editing
-        # another preset or a comment reruns nothing
+        # read, not an input: the job reruns when its own preset's digest changes
         presets=PRESETS,
         preset_digest=lambda w: preset_digest(SWEEP, w.preset),
     threads: 1
